@@ -1,0 +1,298 @@
+"""`IMPCallback`: every IMP round inside one `model.fit` call.
+
+At a round's end the callback (on the host, once, whatever the distribution
+strategy) records a `RoundResult`, computes the next masks by magnitude over
+the surviving weights, writes them into tfmot's mask variables, rewinds the
+survivors to θk bit-exactly, and resets the optimizer to step k. The compiled
+train function never changes, so nothing is retraced between rounds.
+"""
+
+import dataclasses
+import logging
+import os
+import time
+
+import numpy as np
+
+from keras_lottery import masks as masks_lib
+from keras_lottery import report as report_lib
+from keras_lottery._keras import keras
+from keras_lottery.rewind import WeightSnapshot, reset_optimizer
+from keras_lottery.schedule import IMPSchedule, parse_rewind
+
+__all__ = ["IMPCallback", "RoundResult"]
+
+logger = logging.getLogger("keras_lottery")
+
+
+@dataclasses.dataclass
+class RoundResult:
+    """What one IMP round produced.
+
+    Attributes:
+      round: 0 for the dense network, r for the r-th pruned network.
+      weights_remaining: fraction of prunable weights kept, overall.
+      weights_remaining_by_layer: weight name -> fraction kept.
+      epochs: epochs trained in this round.
+      steps: optimizer steps trained in this round.
+      loss, accuracy: training metrics of the round's last epoch.
+      val_loss, val_accuracy: validation metrics of the round's last epoch.
+      test_loss, test_accuracy: on `test_data` at the round's end, if given.
+      early_stop_iteration: steps into the round at which validation loss
+        was lowest (the papers' early-stopping iteration).
+      early_stop_val_accuracy: validation accuracy at that point.
+      seconds: wall time of the round's training (and evaluation).
+      metrics: every metric Keras logged at the round's last epoch.
+    """
+
+    round: int
+    weights_remaining: float
+    weights_remaining_by_layer: dict
+    epochs: int
+    steps: int
+    loss: float = None
+    accuracy: float = None
+    val_loss: float = None
+    val_accuracy: float = None
+    test_loss: float = None
+    test_accuracy: float = None
+    early_stop_iteration: int = None
+    early_stop_val_accuracy: float = None
+    seconds: float = None
+    metrics: dict = dataclasses.field(default_factory=dict)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, row):
+        return cls(**row)
+
+
+def _accuracy_key(logs, prefix=""):
+    for key in ("accuracy", "acc", "sparse_categorical_accuracy", "categorical_accuracy"):
+        if prefix + key in logs:
+            return prefix + key
+    return None
+
+
+def _float(value):
+    return None if value is None else float(value)
+
+
+class IMPCallback(keras.callbacks.Callback):
+    """Runs iterative magnitude pruning with rewinding inside one `fit`.
+
+    Use it with a model wrapped by `keras_lottery.wrap_model` (or `IMP.wrap`)
+    and fit for `(schedule.rounds + 1) * epochs_per_round` epochs. Place it
+    after tfmot's `UpdatePruningStep` (as `IMP.callbacks()` does).
+
+    Args:
+      schedule: the `IMPSchedule` (rounds, prune rate).
+      epochs_per_round: epochs each round trains.
+      rewind: rewind point, `"0it"` (θ0, the original LTH), `"500it"`, `"2ep"`.
+      scope: `"layerwise"` or `"global"` magnitude ranking.
+      layer_rates: optional dict layer name -> per-round rate override.
+      test_data: optional `(x, y)` tuple or dataset evaluated at each round's end.
+      report_dir: optional folder; `imp_report.json` and `imp_history.csv` are
+        rewritten (atomically) after every round, so an interrupted run keeps
+        every finished round.
+      verbose: 1 prints a line per finished round, 0 is silent.
+      run_config: optional dict stored in the report as `config`.
+
+    Raises:
+      ValueError: for a bad rewind point (also one past the end of round 0,
+        at the start of training, before any step) or scope.
+
+    Example:
+      >>> imp = IMPCallback(IMPSchedule(3, 0.2), epochs_per_round=2)  # doctest: +SKIP
+      >>> model.fit(ds, epochs=8, callbacks=[UpdatePruningStep(), imp])  # doctest: +SKIP
+    """
+
+    def __init__(self, schedule, epochs_per_round, rewind="0it", scope="layerwise",
+                 layer_rates=None, test_data=None, report_dir=None, verbose=1,
+                 run_config=None):
+        super().__init__()
+        if not isinstance(schedule, IMPSchedule):
+            raise TypeError(f"schedule must be an IMPSchedule, got {schedule!r}.")
+        if isinstance(epochs_per_round, bool) or int(epochs_per_round) != epochs_per_round or epochs_per_round < 1:
+            raise ValueError(f"epochs_per_round must be an integer >= 1, got {epochs_per_round!r}.")
+        if scope not in masks_lib.SCOPES:
+            raise ValueError(f"scope must be one of {masks_lib.SCOPES}, got {scope!r}.")
+        self.schedule = schedule
+        self.epochs_per_round = int(epochs_per_round)
+        self.rewind = parse_rewind(rewind)
+        if self.rewind.unit == "ep" and self.rewind.value > self.epochs_per_round:
+            raise ValueError(
+                f"Rewind point {self.rewind} is past the end of round 0 "
+                f"({self.epochs_per_round} epochs). Rewind to at most "
+                f"'{self.epochs_per_round}ep', or train longer per round.")
+        self.scope = scope
+        self.layer_rates = dict(layer_rates or {})
+        self.test_data = test_data
+        self.report_dir = os.fspath(report_dir) if report_dir is not None else None
+        self.verbose = verbose
+        self.run_config = dict(run_config or {})
+        self.history = []
+        self.theta0 = None
+        self.theta_k = None
+        self.round = 0
+        self.total_epochs = (schedule.rounds + 1) * self.epochs_per_round
+
+    # -- state --------------------------------------------------------------
+
+    @property
+    def rewind_steps(self):
+        """The rewind point k in optimizer steps (known once training started)."""
+        return self._k
+
+    def _reset_round_state(self):
+        self._round_start = time.perf_counter()
+        self._round_steps = 0
+        self._val_curve = []
+
+    # -- Keras hooks --------------------------------------------------------
+
+    def on_train_begin(self, logs=None):
+        if not masks_lib.prunable_weights(self.model):
+            return
+        layers = {w.layer_name for w in masks_lib.prunable_weights(self.model)}
+        unknown = set(self.layer_rates) - layers
+        if unknown:
+            raise ValueError(f"layer_rates names layers that are not pruned: "
+                             f"{sorted(unknown)}; pruned layers: {sorted(layers)}.")
+        epochs = self.params.get("epochs")
+        if epochs is not None and epochs != self.total_epochs:
+            logger.warning(
+                "fit runs %d epochs but %d rounds x %d epochs per round need %d; "
+                "rounds beyond the last full one are not run.",
+                epochs, self.schedule.rounds + 1, self.epochs_per_round, self.total_epochs)
+        self._steps_per_epoch = self.params.get("steps")
+        if self.rewind.unit == "it":
+            self._k = self.rewind.value
+            if self._steps_per_epoch and self._k > self._steps_per_epoch * self.epochs_per_round:
+                raise ValueError(
+                    f"Rewind point {self.rewind} is past the end of round 0 "
+                    f"({self._steps_per_epoch} steps/epoch x {self.epochs_per_round} "
+                    f"epochs = {self._steps_per_epoch * self.epochs_per_round} steps). "
+                    "Choose an earlier rewind point or train longer per round.")
+        else:
+            self._k = (self.rewind.value * self._steps_per_epoch
+                       if self._steps_per_epoch else None)
+        masks_lib.attach_mask_constraints(self.model)
+        self._global_step = 0
+        self.theta0 = WeightSnapshot.capture(self.model, step=0)
+        if self.rewind.value == 0:
+            self.theta_k = self.theta0
+        self._reset_round_state()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._round_steps += 1
+        self._global_step += 1
+        if (self.round == 0 and self.theta_k is None and self.rewind.unit == "it"
+                and self._round_steps == self._k):
+            self.theta_k = WeightSnapshot.capture(self.model, step=self._k)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        epoch_in_round = epoch - self.round * self.epochs_per_round + 1
+        if (self.round == 0 and self.theta_k is None and self.rewind.unit == "ep"
+                and epoch_in_round == self.rewind.value):
+            self._k = self._round_steps
+            self.theta_k = WeightSnapshot.capture(self.model, step=self._k)
+        if "val_loss" in logs:
+            self._val_curve.append((self._round_steps, logs["val_loss"],
+                                    logs.get(_accuracy_key(logs, "val_") or "", None)))
+        if epoch_in_round < self.epochs_per_round:
+            return
+        result = self._finish_round(logs)
+        self.history.append(result)
+        self._write_report()
+        if self.verbose:
+            self._print_round(result)
+        if self.round < self.schedule.rounds:
+            self._next_round()
+
+    # -- round boundary -----------------------------------------------------
+
+    def _finish_round(self, logs):
+        test_loss = test_acc = None
+        if self.test_data is not None:
+            if isinstance(self.test_data, tuple):
+                results = self.model.evaluate(*self.test_data, verbose=0, return_dict=True)
+            else:
+                results = self.model.evaluate(self.test_data, verbose=0, return_dict=True)
+            test_loss = results.get("loss")
+            key = _accuracy_key(results)
+            test_acc = results.get(key) if key else None
+        es_iter = es_acc = None
+        if self._val_curve:
+            best = min(range(len(self._val_curve)), key=lambda i: self._val_curve[i][1])
+            es_iter, _, es_acc = self._val_curve[best]
+        acc_key = _accuracy_key(logs)
+        val_key = _accuracy_key(logs, "val_")
+        return RoundResult(
+            round=self.round,
+            weights_remaining=masks_lib.overall_weights_remaining(self.model),
+            weights_remaining_by_layer=masks_lib.sparsity_by_layer(self.model),
+            epochs=self.epochs_per_round,
+            steps=self._round_steps,
+            loss=_float(logs.get("loss")),
+            accuracy=_float(logs.get(acc_key)) if acc_key else None,
+            val_loss=_float(logs.get("val_loss")),
+            val_accuracy=_float(logs.get(val_key)) if val_key else None,
+            test_loss=_float(test_loss),
+            test_accuracy=_float(test_acc),
+            early_stop_iteration=None if es_iter is None else int(es_iter),
+            early_stop_val_accuracy=_float(es_acc),
+            seconds=time.perf_counter() - self._round_start,
+            metrics={k: float(v) for k, v in logs.items() if np.ndim(v) == 0},
+        )
+
+    def _next_round(self):
+        if self.theta_k is None:
+            raise RuntimeError(
+                f"Round 0 ended before the rewind point {self.rewind} was reached "
+                f"({self._round_steps} steps). Choose an earlier rewind point.")
+        self.round += 1
+        entries = masks_lib.prunable_weights(self.model)
+        weights = {w.name: w.weight.numpy() for w in entries}
+        current = masks_lib.read_masks(self.model)
+        new_masks = masks_lib.compute_masks(
+            weights, current, self.round, self.schedule.prune_rate, self.scope,
+            self.layer_rates, {w.name: w.layer_name for w in entries})
+        masks_lib.write_masks(self.model, new_masks)
+        self.theta_k.restore(self.model, new_masks)
+        reset_optimizer(self.model.optimizer, self.theta_k.step)
+        self._reset_round_state()
+
+    # -- output ---------------------------------------------------------------
+
+    def history_rows(self):
+        """The history as a list of plain dicts (JSON-ready)."""
+        return [r.to_dict() for r in self.history]
+
+    def _write_report(self):
+        if not self.report_dir:
+            return
+        payload = {
+            "config": dict(self.run_config, rounds=self.schedule.rounds,
+                           prune_rate=self.schedule.prune_rate, rewind=str(self.rewind),
+                           rewind_steps=self._k, scope=self.scope,
+                           layer_rates=self.layer_rates,
+                           epochs_per_round=self.epochs_per_round),
+            "rounds_finished": len(self.history),
+            "history": self.history_rows(),
+        }
+        report_lib.write_json(os.path.join(self.report_dir, "imp_report.json"), payload)
+        report_lib.write_csv(os.path.join(self.report_dir, "imp_history.csv"), self.history_rows())
+
+    def _print_round(self, result):
+        from tf_keras.src.utils import io_utils
+
+        row = result.to_dict()
+        if len(self.history) == 1:
+            lines = report_lib.format_table([row]).splitlines()
+        else:
+            lines = report_lib.format_table([row]).splitlines()[2:]
+        io_utils.print_msg("\n".join(f"[IMP] {line}" for line in lines))

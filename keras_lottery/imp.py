@@ -1,0 +1,181 @@
+"""`IMP`: the user-facing recipe for one lottery-ticket search.
+
+It holds the settings (rounds, prune rate, rewind point, scope, per-layer
+rates), wraps a model, tells fit how many epochs to run, hands out the
+callbacks, and exposes the results.
+"""
+
+from keras_lottery import masks as masks_lib
+from keras_lottery import report as report_lib
+from keras_lottery._keras import keras
+from keras_lottery.callback import IMPCallback
+from keras_lottery.schedule import IMPSchedule, parse_rewind
+from keras_lottery.wrap import pruned_layers, wrap_model
+
+import tensorflow_model_optimization as tfmot
+
+__all__ = ["IMP"]
+
+
+class IMP:
+    """Iterative magnitude pruning with rewinding, run by one `model.fit`.
+
+    Args:
+      rounds: pruning rounds after the dense round 0 (>= 1); after the last
+        one (1 - prune_rate) ** rounds of the prunable weights remain.
+      prune_rate: fraction of surviving weights pruned per round, in (0, 1).
+      rewind: where survivors are reset to: `"0it"` (θ0, the original lottery
+        ticket), `"500it"` (iterations) or `"2ep"` (epochs).
+      scope: `"layerwise"` (each layer keeps the same fraction) or `"global"`
+        (one magnitude threshold across layers; the papers use it for deep
+        networks).
+      layer_rates: optional dict layer name -> per-round rate for that layer.
+      output_layer_rate: optional rate for the last prunable layer (the
+        papers prune the output layer at half the rate of the others).
+
+    Raises:
+      ValueError: for rounds < 1, a prune_rate outside (0, 1), a malformed
+        rewind point, an unknown scope or a bad per-layer rate.
+
+    Example:
+      >>> imp = IMP(rounds=10, prune_rate=0.2, rewind="500it", scope="global")
+      >>> model = imp.wrap(model)                              # doctest: +SKIP
+      >>> model.compile(...)                                   # doctest: +SKIP
+      >>> model.fit(ds, epochs=imp.epochs(per_round=5),
+      ...           callbacks=imp.callbacks())                 # doctest: +SKIP
+      >>> imp.history[-1].weights_remaining                    # doctest: +SKIP
+      0.107...
+    """
+
+    def __init__(self, rounds, prune_rate, rewind="0it", scope="layerwise",
+                 layer_rates=None, output_layer_rate=None):
+        self.schedule = IMPSchedule(rounds, prune_rate)
+        self.rewind = parse_rewind(rewind)
+        if scope not in masks_lib.SCOPES:
+            raise ValueError(f"scope must be one of {masks_lib.SCOPES}, got {scope!r}.")
+        self.scope = scope
+        self.layer_rates = dict(layer_rates or {})
+        for name, rate in list(self.layer_rates.items()) + [("output_layer_rate", output_layer_rate)]:
+            if rate is not None and (not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0):
+                raise ValueError(f"Per-layer rate for {name!r} must be in [0, 1), got {rate!r}.")
+        self.output_layer_rate = output_layer_rate
+        self.epochs_per_round = None
+        self._callback = None
+        self._model = None
+
+    @property
+    def rounds(self):
+        return self.schedule.rounds
+
+    @property
+    def prune_rate(self):
+        return self.schedule.prune_rate
+
+    def wrap(self, model, layer_filter=None):
+        """Returns a copy of `model` with tfmot pruning wrappers on its prunable layers.
+
+        Args:
+          model: a built tf_keras Sequential or Functional model.
+          layer_filter: optional `layer -> bool` to prune only some layers.
+
+        Raises:
+          TypeError: for a Keras 3 model (build it with tf_keras) or a non-model.
+          ValueError: for a subclassed or already-wrapped model, one with
+            nothing to prune, or a `layer_rates` name that is not pruned.
+        """
+        wrapped = wrap_model(model, self.schedule, layer_filter=layer_filter)
+        names = [w.layer.name for w in pruned_layers(wrapped)]
+        unknown = set(self.layer_rates) - set(names)
+        if unknown:
+            raise ValueError(f"layer_rates names layers that are not pruned: "
+                             f"{sorted(unknown)}; prunable layers: {names}.")
+        if self.output_layer_rate is not None:
+            self.layer_rates.setdefault(names[-1], self.output_layer_rate)
+        self._model = wrapped
+        return wrapped
+
+    def epochs(self, per_round):
+        """Total epochs to pass to `fit`: (rounds + 1) * per_round.
+
+        Raises:
+          ValueError: if per_round < 1 or the rewind point (in epochs) lies
+            past the end of round 0.
+        """
+        if isinstance(per_round, bool) or int(per_round) != per_round or per_round < 1:
+            raise ValueError(f"per_round must be an integer >= 1, got {per_round!r}.")
+        if self.rewind.unit == "ep" and self.rewind.value > per_round:
+            raise ValueError(
+                f"Rewind point {self.rewind} is past the end of round 0 ({per_round} "
+                f"epochs per round). Rewind to at most '{per_round}ep'.")
+        self.epochs_per_round = int(per_round)
+        return (self.rounds + 1) * self.epochs_per_round
+
+    def callbacks(self, test_data=None, report_dir=None, verbose=1, run_config=None):
+        """The callbacks to pass to `fit`: tfmot's `UpdatePruningStep`, then `IMPCallback`.
+
+        Args:
+          test_data: optional `(x, y)` or dataset evaluated at each round's end.
+          report_dir: optional folder for `imp_report.json` / `imp_history.csv`,
+            rewritten after every round.
+          verbose: 1 prints a table row per finished round.
+          run_config: extra settings to record in the report.
+
+        Raises:
+          ValueError: if `epochs(per_round=...)` was not called first.
+        """
+        if self.epochs_per_round is None:
+            raise ValueError("Call imp.epochs(per_round=N) first (and pass its "
+                             "result to fit's `epochs`).")
+        self._callback = IMPCallback(
+            self.schedule, self.epochs_per_round, rewind=self.rewind, scope=self.scope,
+            layer_rates=self.layer_rates, test_data=test_data, report_dir=report_dir,
+            verbose=verbose, run_config=run_config)
+        return [tfmot.sparsity.keras.UpdatePruningStep(), self._callback]
+
+    @property
+    def callback(self):
+        """The `IMPCallback` of the last `callbacks()` call (None before)."""
+        return self._callback
+
+    @property
+    def history(self):
+        """A `RoundResult` per finished round."""
+        return [] if self._callback is None else list(self._callback.history)
+
+    def table(self):
+        """The per-round table as text."""
+        return report_lib.format_table([r.to_dict() for r in self.history])
+
+    def plot(self, path, title=None):
+        """Saves accuracy and early-stop iteration vs % weights remaining to `path`."""
+        if not self.history:
+            raise ValueError("No finished round to plot yet: run fit with imp.callbacks().")
+        return report_lib.plot_history([r.to_dict() for r in self.history], path, title=title)
+
+    def get_config(self):
+        return {
+            "rounds": self.rounds,
+            "prune_rate": self.prune_rate,
+            "rewind": str(self.rewind),
+            "scope": self.scope,
+            "layer_rates": dict(self.layer_rates),
+            "output_layer_rate": self.output_layer_rate,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        return "IMP(" + ", ".join(f"{k}={v!r}" for k, v in self.get_config().items()) + ")"
+
+
+def custom_objects():
+    """Objects needed to load a saved wrapped model: use with `keras.models.load_model`."""
+    return {"IMPSchedule": IMPSchedule}
+
+
+def load_wrapped_model(path, **kwargs):
+    """Loads a model saved while wrapped for pruning (needs tfmot's prune_scope)."""
+    with tfmot.sparsity.keras.prune_scope(), keras.utils.custom_object_scope(custom_objects()):
+        return keras.models.load_model(path, **kwargs)

@@ -1,0 +1,261 @@
+"""Magnitude masks: ranking the surviving weights, layer-wise or globally.
+
+The mask arithmetic (`compute_masks`) is plain NumPy on the host, run once per
+round boundary; `read_masks` / `write_masks` move masks in and out of the tfmot
+wrappers' `mask` variables. Masks only ever shrink: a weight pruned once is
+never ranked again.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from keras_lottery.schedule import weights_remaining
+from keras_lottery.wrap import pruned_layers
+
+__all__ = [
+    "SCOPES",
+    "PrunableWeight",
+    "prunable_weights",
+    "compute_masks",
+    "read_masks",
+    "write_masks",
+    "apply_masks",
+    "attach_mask_constraints",
+    "sparsity_by_layer",
+    "overall_weights_remaining",
+]
+
+SCOPES = ("layerwise", "global")
+
+
+class PrunableWeight:
+    """One prunable weight tensor of a wrapped model and its mask variable.
+
+    Attributes:
+      name: `"<layer name>/<weight name>"`, e.g. `"dense_1/kernel"`; the key of
+        every mask dictionary in keras_lottery.
+      layer_name: the name of the wrapped (inner) layer, the key of per-layer
+        prune-rate overrides.
+      weight: the kernel variable.
+      mask: tfmot's mask variable for it (same shape, 0/1 values).
+    """
+
+    def __init__(self, layer_name, weight, mask):
+        self.layer_name = layer_name
+        short = weight.name.split("/")[-1].split(":")[0]
+        self.name = f"{layer_name}/{short}"
+        self.weight = weight
+        self.mask = mask
+
+    @property
+    def size(self):
+        return int(np.prod(self.weight.shape))
+
+    def __repr__(self):
+        return f"PrunableWeight({self.name!r}, shape={tuple(self.weight.shape)})"
+
+
+def prunable_weights(model):
+    """All prunable weights of a wrapped model, in layer order.
+
+    Raises:
+      ValueError: if the model has no pruning wrappers, or names collide.
+    """
+    result = []
+    for wrapper in pruned_layers(model):
+        if not wrapper.built:
+            raise ValueError(f"Layer {wrapper.name!r} is not built yet.")
+        for weight, mask, _ in wrapper.pruning_vars:
+            result.append(PrunableWeight(wrapper.layer.name, weight, mask))
+    if not result:
+        raise ValueError(
+            "The model has no pruning wrappers: wrap it first with "
+            "`keras_lottery.IMP(...).wrap(model)`.")
+    names = [w.name for w in result]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Prunable weight names are not unique: {names}. Give "
+                         "nested models' layers distinct names.")
+    return result
+
+
+def _keep_count(size, rate, round_index, survivors):
+    keep = int(round(size * weights_remaining(rate, round_index)))
+    return max(1, min(keep, survivors)) if survivors else 0
+
+
+def _top_k_mask(magnitudes, alive, keep):
+    """Mask keeping the `keep` largest magnitudes among `alive` (stable ties)."""
+    flat = np.where(alive.ravel(), magnitudes.ravel(), -np.inf)
+    order = np.argsort(-flat, kind="stable")
+    new = np.zeros(flat.shape, np.float32)
+    new[order[:keep]] = 1.0
+    return new.reshape(magnitudes.shape)
+
+
+def compute_masks(weights, masks, round_index, prune_rate, scope="layerwise",
+                  layer_rates=None, layer_of=None):
+    """Magnitude masks for round `round_index` from the current weights.
+
+    Only surviving weights (mask == 1) are ranked, so masks only shrink. The
+    number kept is computed from the layer's (or the model's) total size, not
+    compounded from the last round, so weights remaining stay within one
+    weight of (1 - rate) ** round_index.
+
+    Args:
+      weights: dict name -> ndarray of current weight values.
+      masks: dict name -> ndarray of current 0/1 masks (same keys and shapes).
+      round_index: the round the new masks are for (>= 1).
+      prune_rate: per-round rate for layers without an override.
+      scope: "layerwise" (each layer keeps the same fraction) or "global" (one
+        magnitude threshold across all layers without an override).
+      layer_rates: optional dict layer name -> rate, pruned layer-wise at that
+        rate in either scope (the papers prune the output layer at half rate).
+      layer_of: dict weight name -> layer name (default: the part before "/").
+
+    Returns:
+      dict name -> new float32 0/1 mask.
+
+    Raises:
+      ValueError: for an unknown scope, a bad rate, or an override naming no
+        prunable layer.
+
+    Example:
+      >>> w = {"d/kernel": np.array([[0.1, -3.0], [2.0, 0.5]])}
+      >>> m = {"d/kernel": np.ones((2, 2))}
+      >>> compute_masks(w, m, 1, 0.5)["d/kernel"].tolist()
+      [[0.0, 1.0], [1.0, 0.0]]
+    """
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}.")
+    if set(weights) != set(masks):
+        raise ValueError("weights and masks must have the same keys.")
+    layer_rates = dict(layer_rates or {})
+    layer_of = layer_of or {name: name.rsplit("/", 1)[0] for name in weights}
+    unknown = set(layer_rates) - set(layer_of.values())
+    if unknown:
+        raise ValueError(
+            f"layer_rates names layers that are not pruned: {sorted(unknown)}; "
+            f"prunable layers are {sorted(set(layer_of.values()))}.")
+    for name, rate in [("prune_rate", prune_rate)] + list(layer_rates.items()):
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"Rate for {name!r} must be in [0, 1), got {rate!r}.")
+
+    new_masks = {}
+    shared = []
+    for name in weights:
+        alive = np.asarray(masks[name]) > 0.5
+        magnitudes = np.abs(np.asarray(weights[name], np.float64))
+        layer = layer_of[name]
+        if scope == "layerwise" or layer in layer_rates:
+            rate = layer_rates.get(layer, prune_rate)
+            keep = _keep_count(alive.size, rate, round_index, int(alive.sum()))
+            new_masks[name] = _top_k_mask(magnitudes, alive, keep)
+        else:
+            shared.append((name, magnitudes, alive))
+    if shared:
+        total = sum(alive.size for _, _, alive in shared)
+        survivors = sum(int(alive.sum()) for _, _, alive in shared)
+        keep = _keep_count(total, prune_rate, round_index, survivors)
+        flat_mags = np.concatenate([m.ravel() for _, m, _ in shared])
+        flat_alive = np.concatenate([a.ravel() for _, _, a in shared])
+        flat_mask = _top_k_mask(flat_mags, flat_alive, keep)
+        start = 0
+        for name, magnitudes, _ in shared:
+            stop = start + magnitudes.size
+            new_masks[name] = flat_mask[start:stop].reshape(magnitudes.shape)
+            start = stop
+    return {name: new_masks[name] for name in weights}
+
+
+def read_masks(model):
+    """dict weight name -> current 0/1 mask (float32 ndarray) of a wrapped model."""
+    return {w.name: w.mask.numpy().astype(np.float32) for w in prunable_weights(model)}
+
+
+def write_masks(model, masks):
+    """Writes masks into the wrappers' mask variables and zeroes pruned weights.
+
+    Works in a `tf.distribute` strategy's cross-replica context (e.g. from a
+    callback): the assignment reaches every replica.
+
+    Raises:
+      ValueError: for missing names or wrong shapes.
+    """
+    entries = prunable_weights(model)
+    missing = {w.name for w in entries} - set(masks)
+    if missing:
+        raise ValueError(f"No mask given for {sorted(missing)}.")
+    for w in entries:
+        mask = np.asarray(masks[w.name], np.float32)
+        if tuple(mask.shape) != tuple(w.mask.shape):
+            raise ValueError(f"Mask for {w.name!r} has shape {mask.shape}, "
+                             f"expected {tuple(w.mask.shape)}.")
+        w.mask.assign(tf.constant(mask, dtype=w.mask.dtype))
+    apply_masks(model)
+
+
+def apply_masks(model):
+    """Sets every pruned weight to exactly zero (weight <- weight * mask)."""
+    for w in prunable_weights(model):
+        w.weight.assign(w.weight * tf.cast(w.mask, w.weight.dtype))
+
+
+class _MaskConstraint:
+    """Variable constraint re-applying the mask right after each optimizer step."""
+
+    def __init__(self, mask, previous=None):
+        self.mask = mask
+        self.previous = previous
+
+    def __call__(self, value):
+        if self.previous is not None:
+            value = self.previous(value)
+        return value * tf.cast(self.mask, value.dtype)
+
+
+def _component_variables(variable):
+    """The per-device components of a distributed variable (or itself)."""
+    values = getattr(variable, "values", None)
+    if values is not None and not callable(values):
+        return list(values)
+    if callable(values):
+        try:
+            return list(values())
+        except TypeError:
+            pass
+    return [variable]
+
+
+def attach_mask_constraints(model):
+    """Makes the optimizer re-apply each mask right after every update.
+
+    tfmot's wrapper multiplies kernels by their masks at the start of each
+    forward pass, so between an optimizer step and the next forward pass a
+    pruned weight holds `-lr * gradient`, which callbacks, checkpoints and
+    exports would see. Keras applies a variable's `constraint` right after the
+    optimizer update, so masking there keeps pruned weights exactly zero after
+    every step. Any constraint the user set (e.g. MaxNorm) still runs first.
+
+    tf.Variable exposes no setter for `constraint`, hence `_constraint`; this
+    is the only place keras_lottery touches it.
+    """
+    for w in prunable_weights(model):
+        targets = [w.weight] + _component_variables(w.weight)
+        for variable in targets:
+            current = getattr(variable, "_constraint", None)
+            if isinstance(current, _MaskConstraint):
+                continue
+            if hasattr(variable, "_constraint"):
+                variable._constraint = _MaskConstraint(w.mask, current)
+
+
+def sparsity_by_layer(model):
+    """dict weight name -> fraction of weights remaining (mask ones / size)."""
+    return {name: float(m.mean()) for name, m in read_masks(model).items()}
+
+
+def overall_weights_remaining(model):
+    """Fraction of all prunable weights remaining, over every wrapped layer."""
+    masks = read_masks(model)
+    total = sum(m.size for m in masks.values())
+    return float(sum(m.sum() for m in masks.values()) / total)

@@ -1,0 +1,159 @@
+"""Which layers IMP prunes, and wrapping / stripping them with tfmot.
+
+tfmot's wrapper class is not public API, so everything that recognises or
+builds one lives here: the rest of the package asks `pruned_layers(model)`.
+"""
+
+import tensorflow_model_optimization as tfmot
+from tensorflow_model_optimization.python.core.sparsity.keras import (
+    prune_registry,
+    pruning_wrapper,
+)
+
+from keras_lottery._keras import check_tf_keras_model, keras
+
+__all__ = [
+    "is_prunable",
+    "is_pruning_wrapper",
+    "pruned_layers",
+    "wrap_model",
+    "strip_model",
+]
+
+_WRAPPER_CLASS = pruning_wrapper.PruneLowMagnitude
+
+
+def is_pruning_wrapper(layer):
+    """True if `layer` is a tfmot pruning wrapper (`PruneLowMagnitude`)."""
+    return isinstance(layer, _WRAPPER_CLASS)
+
+
+def is_prunable(layer):
+    """True if IMP prunes weights of `layer` (Dense, Conv1D/2D/3D, Embedding, ...).
+
+    A layer qualifies when tfmot supports it (exact class, or a `PrunableLayer`)
+    and it has weights to prune: layers tfmot accepts with nothing to prune
+    (Flatten, pooling, BatchNormalization, ...) are left unwrapped, so that
+    biases and normalization parameters are never pruned and never pay for a
+    wrapper.
+    """
+    if isinstance(layer, tfmot.sparsity.keras.PrunableLayer):
+        return True
+    registry = prune_registry.PruneRegistry
+    if not registry.supports(layer):
+        return False
+    if registry._is_rnn_layer(layer) or registry._is_mha_layer(layer):
+        return True
+    return bool(registry._weight_names(layer))
+
+
+def _iter_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _iter_layers(layer)
+
+
+def pruned_layers(model):
+    """The tfmot pruning wrappers of `model`, nested models included, in order."""
+    return [layer for layer in _iter_layers(model) if is_pruning_wrapper(layer)]
+
+
+def _check_graph_model(model, path):
+    if not (isinstance(model, keras.Sequential) or model._is_graph_network):
+        raise ValueError(
+            f"{path} is a subclassed model ({type(model).__name__}); tfmot can "
+            "only wrap Sequential and Functional models. Rewrite it with the "
+            "Functional API (keras.Input(...) -> layers -> keras.Model), or "
+            "wrap its layers yourself.")
+
+
+def wrap_model(model, schedule, layer_filter=None):
+    """Returns a copy of `model` whose prunable layers are tfmot pruning wrappers.
+
+    The copy shares no variables with `model` but starts from the same weights.
+
+    Args:
+      model: a tf_keras Sequential or Functional model (nested ones are fine).
+      schedule: the tfmot `PruningSchedule` the wrappers are driven by
+        (normally an `IMPSchedule`).
+      layer_filter: optional callable `layer -> bool` to prune only some of the
+        prunable layers.
+
+    Returns:
+      The wrapped model.
+
+    Raises:
+      TypeError: if `model` is a Keras 3 model or not a Keras model.
+      ValueError: if it is subclassed, already wrapped, or has nothing to prune.
+    """
+    check_tf_keras_model(model)
+    _check_graph_model(model, "The model")
+    if not model.built:
+        raise ValueError(
+            "The model is not built: give its first layer an input shape or "
+            "call it on a batch before wrapping it.")
+    for layer in _iter_layers(model):
+        if is_pruning_wrapper(layer):
+            raise ValueError(
+                f"The model is already wrapped for pruning (layer "
+                f"{layer.name!r}). Wrap the original model once; to continue "
+                "an IMP run, pass the wrapped model to fit directly.")
+        if isinstance(layer, keras.Model):
+            _check_graph_model(layer, f"Nested model {layer.name!r}")
+    targets = [
+        layer
+        for layer in _iter_layers(model)
+        if not isinstance(layer, keras.Model)
+        and is_prunable(layer)
+        and (layer_filter is None or layer_filter(layer))
+    ]
+    if not targets:
+        names = sorted({type(layer).__name__ for layer in _iter_layers(model)})
+        raise ValueError(
+            "The model has no layer IMP can prune (layer types: "
+            f"{', '.join(names) or 'none'}). Prunable layers are those tfmot "
+            "supports with weights, e.g. Dense, Conv1D/2D/3D, "
+            "SeparableConv, Embedding; subclasses of them are not supported "
+            "by tfmot unless they implement tfmot's PrunableLayer.")
+    target_ids = {id(layer) for layer in targets}
+
+    def clone(layer):
+        if isinstance(layer, keras.Model):
+            return keras.models.clone_model(layer, clone_function=clone)
+        if id(layer) in target_ids:
+            return tfmot.sparsity.keras.prune_low_magnitude(
+                layer.__class__.from_config(layer.get_config()),
+                pruning_schedule=schedule,
+            )
+        return layer.__class__.from_config(layer.get_config())
+
+    with keras.utils.custom_object_scope({type(schedule).__name__: type(schedule)}):
+        wrapped = keras.models.clone_model(model, clone_function=clone)
+    _copy_weights(model, wrapped)
+    return wrapped
+
+
+def _copy_weights(source, wrapped):
+    """Copies weights layer by layer (the wrappers add mask variables)."""
+    src_layers = [l for l in _iter_layers(source) if not isinstance(l, keras.Model)]
+    dst_layers = [l for l in _iter_layers(wrapped) if not isinstance(l, keras.Model)]
+    if len(src_layers) != len(dst_layers):
+        raise RuntimeError(
+            "Internal error: wrapped model has a different layer structure "
+            f"({len(dst_layers)} vs {len(src_layers)} layers).")
+    for src, dst in zip(src_layers, dst_layers):
+        inner = dst.layer if is_pruning_wrapper(dst) else dst
+        inner.set_weights(src.get_weights())
+
+
+def strip_model(model):
+    """Returns a plain Keras model: wrappers removed, pruned weights exact zeros.
+
+    Each kernel is multiplied by its mask before stripping, because tfmot's
+    `strip_pruning` returns the inner layers as they are.
+    """
+    for wrapper in pruned_layers(model):
+        for weight, mask, _ in wrapper.pruning_vars:
+            weight.assign(weight * mask)
+    return tfmot.sparsity.keras.strip_pruning(model)

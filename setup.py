@@ -1,0 +1,23 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="keras-lottery",
+    version="0.1.0",
+    description="Lottery tickets for Keras: iterative magnitude pruning with rewinding on tfmot wrappers",
+    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["keras_lottery", "keras_lottery.*"]),
+    python_requires=">=3.9",
+    install_requires=[
+        "tensorflow>=2.16,<2.22",
+        "tf_keras>=2.16,<2.22",
+        "tensorflow-model-optimization>=0.8,<0.9",
+        "numpy",
+        "matplotlib",
+        "mnist1d",
+    ],
+    extras_require={
+        "test": ["pytest"],
+    },
+    entry_points={"console_scripts": ["keras-lottery=keras_lottery.cli:main"]},
+)

@@ -1,0 +1,54 @@
+"""Test setup: tf_keras as tf.keras, quiet TF logs, 2 logical CPU devices.
+
+The CPU is split into two logical devices before TensorFlow initializes, so
+MirroredStrategy tests run on any machine; single-device code uses /CPU:0.
+"""
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+_cpus = tf.config.list_physical_devices("CPU")
+try:
+    tf.config.set_logical_device_configuration(
+        _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+    )
+except RuntimeError:  # already initialized by an earlier import
+    pass
+
+from keras_lottery._keras import keras  # noqa: E402
+
+
+@pytest.fixture
+def tiny_data():
+    """A small, learnable 10-class problem on 40 features (MNIST-1D shaped)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(360, 40)).astype("float32")
+    w = rng.normal(size=(40, 10)).astype("float32")
+    y = np.argmax(x @ w, axis=1).astype("int64")
+    return (x[:240], y[:240]), (x[240:300], y[240:300]), (x[300:], y[300:])
+
+
+def small_mlp(seed=0, input_dim=40, hidden=(32, 16), classes=10):
+    """A tf_keras MLP small enough for fast tests."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((input_dim,))
+    x = inputs
+    for i, units in enumerate(hidden):
+        x = keras.layers.Dense(units, activation="relu", name=f"fc{i + 1}")(x)
+    outputs = keras.layers.Dense(classes, name="output")(x)
+    return keras.Model(inputs, outputs)
+
+
+def compile_model(model, optimizer=None):
+    model.compile(
+        optimizer or keras.optimizers.SGD(0.05, momentum=0.9),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        ["accuracy"],
+    )
+    return model
