@@ -1,0 +1,101 @@
+import numpy as np
+import pytest
+
+import keras_lottery as kl
+from conftest import small_mlp
+from keras_lottery._keras import keras
+
+
+def _conv_with_bn_and_nested():
+    inner = keras.Sequential(
+        [keras.layers.Conv2D(4, 3, name="inner_conv", input_shape=(8, 8, 1)),
+         keras.layers.BatchNormalization(name="inner_bn")], name="block")
+    inputs = keras.Input((8, 8, 1))
+    x = inner(inputs)
+    x = keras.layers.Flatten()(x)
+    outputs = keras.layers.Dense(3, name="head")(x)
+    return keras.Model(inputs, outputs)
+
+
+def test_wrap_wraps_only_layers_with_prunable_weights_nested_included():
+    model = _conv_with_bn_and_nested()
+    wrapped = kl.IMP(rounds=2, prune_rate=0.2).wrap(model)
+    assert [w.layer.name for w in kl.pruned_layers(wrapped)] == ["inner_conv", "head"]
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 1)).astype("float32")
+    np.testing.assert_allclose(model(x).numpy(), wrapped(x).numpy(), rtol=1e-6, atol=1e-6)
+    # the original is untouched and shares no variables with the copy
+    assert not kl.pruned_layers(model)
+    assert not {id(v) for v in model.weights} & {id(v) for v in wrapped.weights}
+
+
+def test_wrapped_model_uses_our_schedule_and_saves_and_loads(tmp_path):
+    imp = kl.IMP(rounds=3, prune_rate=0.5)
+    wrapped = imp.wrap(small_mlp())
+    assert all(isinstance(w.pruning_schedule, kl.IMPSchedule) for w in kl.pruned_layers(wrapped))
+    path = str(tmp_path / "wrapped.keras")
+    wrapped.save(path)
+    loaded = kl.load_wrapped_model(path)
+    schedules = [w.pruning_schedule for w in kl.pruned_layers(loaded)]
+    assert all(isinstance(s, kl.IMPSchedule) and s.prune_rate == 0.5 for s in schedules)
+
+
+def test_strip_model_gives_plain_layers_with_exact_zeros():
+    imp = kl.IMP(rounds=1, prune_rate=0.5)
+    wrapped = imp.wrap(small_mlp())
+    masks = kl.read_masks(wrapped)
+    masks = {k: (np.arange(m.size).reshape(m.shape) % 2).astype("float32") for k, m in masks.items()}
+    for w in kl.masks.prunable_weights(wrapped):  # set masks without zeroing kernels
+        w.mask.assign(masks[w.name])
+    stripped = kl.strip_model(wrapped)
+    assert not kl.pruned_layers(stripped)
+    kernel = stripped.get_layer("fc1").kernel.numpy()
+    assert np.all(kernel[masks["fc1/kernel"] == 0] == 0)
+    assert np.count_nonzero(kernel) > 0
+
+
+def test_keras3_model_gets_an_actionable_error():
+    keras3 = pytest.importorskip("keras")
+    if not keras3.__version__.startswith("3"):
+        pytest.skip("Keras 3 not installed")
+    model = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)])
+    with pytest.raises(TypeError, match="tf_keras|TF_USE_LEGACY_KERAS"):
+        kl.wrap_model(model, kl.IMPSchedule(1, 0.2))
+
+
+def test_subclassed_model_is_refused():
+    class Sub(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.d(x)
+
+    model = Sub()
+    model(np.zeros((1, 3), "float32"))
+    with pytest.raises(ValueError, match="subclassed"):
+        kl.IMP(rounds=1, prune_rate=0.2).wrap(model)
+
+
+def test_model_with_nothing_prunable_is_refused():
+    model = keras.Sequential([keras.layers.Flatten(input_shape=(2, 2)), keras.layers.ReLU()])
+    with pytest.raises(ValueError, match="no layer IMP can prune"):
+        kl.IMP(rounds=1, prune_rate=0.2).wrap(model)
+
+
+def test_wrapping_twice_is_refused():
+    imp = kl.IMP(rounds=1, prune_rate=0.2)
+    wrapped = imp.wrap(small_mlp())
+    with pytest.raises(ValueError, match="already wrapped"):
+        imp.wrap(wrapped)
+
+
+def test_not_a_model_is_refused():
+    with pytest.raises(TypeError, match="tf_keras Model"):
+        kl.wrap_model("model.h5", kl.IMPSchedule(1, 0.2))
+
+
+def test_unbuilt_model_is_refused():
+    model = keras.Sequential([keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="not built"):
+        kl.IMP(rounds=1, prune_rate=0.2).wrap(model)
