@@ -15,6 +15,7 @@ setup(
         "numpy",
         "matplotlib",
         "mnist1d",
+        "ai-edge-litert",
     ],
     extras_require={
         "test": ["pytest"],

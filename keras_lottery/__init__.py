@@ -26,6 +26,8 @@ from keras_lottery.masks import (
 from keras_lottery.rewind import WeightSnapshot, reset_optimizer, rewind_step
 from keras_lottery.schedule import IMPSchedule, RewindPoint, parse_rewind, weights_remaining
 from keras_lottery.wrap import is_prunable, pruned_layers, strip_model, wrap_model
+from keras_lottery import export
+from keras_lottery.ticket import Ticket, load_ticket, save_ticket
 
 __version__ = "0.1.0"
 
@@ -35,12 +37,15 @@ __all__ = [
     "IMPSchedule",
     "RewindPoint",
     "RoundResult",
+    "Ticket",
     "WeightSnapshot",
     "apply_masks",
     "compute_masks",
     "custom_objects",
     "data",
+    "export",
     "is_prunable",
+    "load_ticket",
     "load_wrapped_model",
     "models",
     "overall_weights_remaining",
@@ -50,6 +55,7 @@ __all__ = [
     "report",
     "reset_optimizer",
     "rewind_step",
+    "save_ticket",
     "sparsity_by_layer",
     "strip_model",
     "weights_remaining",

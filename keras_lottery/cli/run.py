@@ -91,6 +91,7 @@ def run(args):
                                       verbose=0 if args.quiet else 1, run_config=config),
               verbose=0, shuffle=True)
     model.save(os.path.join(args.out, "wrapped_model.keras"))
+    kl.save_ticket(os.path.join(args.out, "ticket"), model, imp, config=config)  # ticket.npz + ticket.json
     plot = imp.plot(os.path.join(args.out, "tickets.png"),
                     title=f"{args.model} on {args.dataset}: IMP, rewind {args.rewind}")
     print()

@@ -1,0 +1,138 @@
+"""`keras-lottery export RUN_OR_MODEL`: ship a ticket as SavedModel, .keras/H5 or TFLite."""
+
+import argparse
+import os
+
+FORMATS = ["savedmodel", "keras", "h5", "tflite", "all"]
+
+
+def register(subparsers):
+    p = subparsers.add_parser(
+        "export",
+        help="export a ticket: SavedModel, .keras/.h5, TFLite (float, --sparse, --int8), or all with a report",
+        description="Strips the pruning wrappers (pruned weights become exact zeros) and "
+        "writes the ticket in one format. RUN_OR_MODEL is the --out folder of "
+        "`keras-lottery run` (its wrapped_model.keras and dataset are used) or a "
+        ".keras/.h5 model file. `--format all` writes every format for the ticket "
+        "and a dense reference into the --out folder, with export_report.json and "
+        "a printed size / accuracy / latency table. Files are written to a "
+        "temporary name and renamed, so a failed export leaves nothing behind.",
+    )
+    p.add_argument("source", metavar="RUN_OR_MODEL", help="run folder or .keras/.h5 model file")
+    p.add_argument("--format", required=True, choices=FORMATS,
+                   help="savedmodel (folder), keras / h5 (file), tflite (file), all (folder + report)")
+    p.add_argument("--out", required=True, help="output file (keras, h5, tflite) or folder (savedmodel, all)")
+    p.add_argument("--sparse", action="store_true", help="tflite: sparse weight encoding (EXPERIMENTAL_SPARSITY)")
+    p.add_argument("--int8", action="store_true",
+                   help="tflite: full int8 quantization, calibrated on training inputs")
+    p.add_argument("--representative", default=None, metavar="X.npy",
+                   help="calibration inputs for --int8 (default: the run's training data)")
+    p.add_argument("--dataset", default=None, choices=["mnist1d", "fashion_mnist"],
+                   help="dataset for calibration / the report when RUN_OR_MODEL is a model file")
+    p.add_argument("--data-dir", default=None, help="folder with Fashion-MNIST IDX .gz files")
+    p.add_argument("--dense", default=None, metavar="MODEL",
+                   help="all: dense model file to compare against (default: a freshly "
+                   "initialised copy, for sizes and latency only)")
+    p.add_argument("--repeats", type=int, default=50, help="all: timed TFLite runs per batch (default: %(default)s)")
+    p.add_argument("--allow-dense", action="store_true",
+                   help="export even a model that was never pruned (as a dense model)")
+    p.add_argument("--quiet", action="store_true", help="print less")
+    p.set_defaults(func=export)
+    return p
+
+
+def _load_source(source):
+    """(model, run config or {}) for a run folder or a model file."""
+    from keras_lottery import report as report_lib
+    from keras_lottery.imp import load_wrapped_model
+
+    if not os.path.exists(source):
+        raise FileNotFoundError(f"{source} does not exist: pass the --out folder of a "
+                                "`keras-lottery run` or a .keras/.h5 model file.")
+    config = {}
+    path = source
+    if os.path.isdir(source):
+        path = os.path.join(source, "wrapped_model.keras")
+        if not os.path.exists(path):
+            raise FileNotFoundError(
+                f"{source} is a folder without wrapped_model.keras: pass the --out "
+                "folder of a finished `keras-lottery run`, or a model file.")
+        report_path = os.path.join(source, "imp_report.json")
+        if os.path.exists(report_path):
+            config = report_lib.read_json(report_path).get("config", {})
+    elif os.path.splitext(source)[1].lower() not in (".keras", ".h5"):
+        raise ValueError(f"{source} is not a .keras or .h5 file nor a run folder.")
+    return load_wrapped_model(path, compile=False), config
+
+
+def _data(args, config):
+    """((x_train, y_train), (x_test, y_test)) from --dataset or the run's config, or None."""
+    dataset = args.dataset or config.get("dataset")
+    if not dataset:
+        return None
+    from keras_lottery.cli.run import load_data
+
+    ns = argparse.Namespace(
+        dataset=dataset,
+        data_dir=args.data_dir or config.get("data_dir"),
+        num_samples=config.get("num_samples", 5000),
+        val_fraction=config.get("val_fraction", 0.1))
+    train, _, test = load_data(ns)
+    return train, test
+
+
+def _representative(args, data):
+    import numpy as np
+
+    if args.representative:
+        if not os.path.exists(args.representative):
+            raise FileNotFoundError(f"No representative data at {args.representative} "
+                                    "(a .npy array of training inputs).")
+        return np.load(args.representative)
+    if data is not None:
+        return data[0][0][:256]
+    return None
+
+
+def export(args):
+    from keras_lottery import export as export_lib
+
+    if (args.sparse or args.int8) and args.format not in ("tflite", "all"):
+        raise ValueError("--sparse and --int8 apply to --format tflite only.")
+    model, config = _load_source(args.source)
+    needs_data = args.format == "all" or args.int8
+    data = _data(args, config) if needs_data else None
+    rep = _representative(args, data) if needs_data else None
+    if args.int8 and rep is None:
+        raise ValueError("--int8 needs representative data to calibrate: pass a run folder "
+                         "(its dataset is used), --dataset NAME, or --representative X.npy.")
+    if args.format == "all":
+        if data is None:
+            raise ValueError("--format all evaluates on test data: pass a run folder, or "
+                             "--dataset NAME for a model file.")
+        dense = None
+        if args.dense:
+            dense, _ = _load_source(args.dense)
+        result = export_lib.report(model, data[1], dense_model=dense, representative_data=rep,
+                                   out_dir=args.out, repeats=args.repeats,
+                                   allow_dense=args.allow_dense)
+        print(export_lib.format_report(result))
+        print(f"\nexports: {os.path.join(args.out, 'ticket')}  report: "
+              f"{os.path.join(args.out, 'export_report.json')}")
+        return 0
+    if args.format == "savedmodel":
+        path = export_lib.saved_model(model, args.out, allow_dense=args.allow_dense)
+    elif args.format in ("keras", "h5"):
+        ext = "." + args.format
+        if os.path.splitext(args.out)[1].lower() != ext:
+            raise ValueError(f"--format {args.format} writes a {ext} file: end --out in {ext}.")
+        path = export_lib.keras_file(model, args.out, allow_dense=args.allow_dense)
+    else:
+        export_lib.tflite(model, args.out, sparse=args.sparse, int8=args.int8,
+                          representative_data=rep, allow_dense=args.allow_dense)
+        path = args.out
+    size = export_lib.file_size(path)
+    if not args.quiet:
+        variant = "".join([" int8" if args.int8 else "", " sparse" if args.sparse else ""])
+        print(f"wrote {args.format}{variant}: {path} ({size / 1024:,.1f} KB)")
+    return 0
