@@ -32,8 +32,11 @@ def check_tf_keras_model(model, what="model"):
         raise TypeError(
             f"The {what} is a Keras 3 model ({type(model).__name__} from "
             f"`{module}`), but tensorflow-model-optimization prunes Keras 2 "
-            "(tf_keras) models only. Build it with `import tf_keras as keras`, "
-            "or set TF_USE_LEGACY_KERAS=1 before importing TensorFlow so that "
+            "(tf_keras) models only. Convert it with "
+            "`keras_lottery.convert.to_tf_keras(model)` (`IMP.wrap` and "
+            "`wrap_model` do this for you: built-in layers only, outputs "
+            "checked equal), build it with `import tf_keras as keras`, or set "
+            "TF_USE_LEGACY_KERAS=1 before importing TensorFlow so that "
             "`tf.keras` is tf_keras."
         )
     raise TypeError(

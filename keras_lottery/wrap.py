@@ -68,25 +68,37 @@ def _check_graph_model(model, path):
             "wrap its layers yourself.")
 
 
-def wrap_model(model, schedule, layer_filter=None):
+def wrap_model(model, schedule, layer_filter=None, convert_keras3=True):
     """Returns a copy of `model` whose prunable layers are tfmot pruning wrappers.
 
     The copy shares no variables with `model` but starts from the same weights.
+    A Keras 3 model is first rebuilt as a tf_keras model by
+    `keras_lottery.convert.to_tf_keras` (outputs checked equal, logged).
 
     Args:
-      model: a tf_keras Sequential or Functional model (nested ones are fine).
+      model: a tf_keras Sequential or Functional model (nested ones are fine),
+        or a Keras 3 one of built-in layers.
       schedule: the tfmot `PruningSchedule` the wrappers are driven by
         (normally an `IMPSchedule`).
       layer_filter: optional callable `layer -> bool` to prune only some of the
         prunable layers.
+      convert_keras3: convert a Keras 3 model (False: refuse it).
 
     Returns:
       The wrapped model.
 
     Raises:
-      TypeError: if `model` is a Keras 3 model or not a Keras model.
+      TypeError: if `model` is not a Keras model (or a Keras 3 one with
+        convert_keras3=False).
+      keras_lottery.convert.ConversionError: (a ValueError) naming a Keras 3
+        layer that cannot be converted.
       ValueError: if it is subclassed, already wrapped, or has nothing to prune.
     """
+    if convert_keras3:
+        from keras_lottery.convert import is_keras3_model, to_tf_keras
+
+        if is_keras3_model(model):
+            model = to_tf_keras(model)
     check_tf_keras_model(model)
     _check_graph_model(model, "The model")
     if not model.built:

@@ -58,8 +58,10 @@ def test_keras3_model_gets_an_actionable_error():
     if not keras3.__version__.startswith("3"):
         pytest.skip("Keras 3 not installed")
     model = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)])
+    # wrap_model converts Keras 3 models by default (tests/test_convert.py);
+    # with conversion off the refusal must still say what to do.
     with pytest.raises(TypeError, match="tf_keras|TF_USE_LEGACY_KERAS"):
-        kl.wrap_model(model, kl.IMPSchedule(1, 0.2))
+        kl.wrap_model(model, kl.IMPSchedule(1, 0.2), convert_keras3=False)
 
 
 def test_subclassed_model_is_refused():

@@ -1,0 +1,127 @@
+"""Keras 3 models rebuilt as tf_keras: same outputs, weights copied, clear errors."""
+
+import logging
+
+import numpy as np
+import pytest
+
+import keras_lottery as kl
+from keras_lottery._keras import keras
+from keras_lottery.convert import ConversionError, is_keras3_model, to_tf_keras
+
+keras3 = pytest.importorskip("keras")
+if not keras3.__version__.startswith("3"):
+    pytest.skip("Keras 3 is not installed", allow_module_level=True)
+
+
+def _functional_k3():
+    keras3.utils.set_random_seed(1)
+    inputs = keras3.Input((12,), name="features")
+    a = keras3.layers.Dense(8, activation="relu", name="branch_a",
+                            kernel_regularizer=keras3.regularizers.L2(1e-3))(inputs)
+    b = keras3.layers.Dense(8, activation="tanh", name="branch_b")(inputs)
+    x = keras3.layers.Concatenate(name="join")([a, b])
+    x = keras3.layers.BatchNormalization(name="bn")(x)
+    x = keras3.layers.Dropout(0.3, name="drop")(x)
+    head = keras3.Sequential([keras3.Input((16,)), keras3.layers.Dense(6, activation="relu")],
+                             name="head")
+    outputs = keras3.layers.Dense(3, name="logits")(head(x))
+    model = keras3.Model(inputs, outputs, name="k3_functional")
+    # non-trivial batch-norm statistics, so copying them is checked too
+    bn = model.get_layer("bn")
+    bn.set_weights([w + np.linspace(0.1, 0.9, w.size).astype("float32") for w in bn.get_weights()])
+    return model
+
+
+def test_functional_keras3_model_gives_equal_outputs(caplog):
+    k3 = _functional_k3()
+    assert is_keras3_model(k3)
+    with caplog.at_level(logging.INFO, logger="keras_lottery"):
+        model = to_tf_keras(k3)
+    assert isinstance(model, keras.Model) and not is_keras3_model(model)
+    assert "Converted Keras 3 model 'k3_functional'" in caplog.text
+    x = np.random.default_rng(3).normal(size=(16, 12)).astype("float32")
+    np.testing.assert_allclose(model(x, training=False).numpy(),
+                               np.asarray(k3(x, training=False)), rtol=1e-5, atol=1e-6)
+    assert [l.name for l in model.layers] == [l.name for l in k3.layers]
+    reg = model.get_layer("branch_a").kernel_regularizer
+    assert reg is not None and np.isclose(float(reg.l2), 1e-3)
+
+
+def test_sequential_cnn_and_embedding_lstm_convert():
+    keras3.utils.set_random_seed(2)
+    cnn = keras3.Sequential([
+        keras3.Input((10, 10, 1)),
+        keras3.layers.Conv2D(4, 3, activation="relu"),
+        keras3.layers.MaxPooling2D(),
+        keras3.layers.Flatten(),
+        keras3.layers.Dense(5),
+    ])
+    text = keras3.Sequential([
+        keras3.Input((7,), dtype="int32"),
+        keras3.layers.Embedding(20, 4),
+        keras3.layers.LSTM(3),
+        keras3.layers.Dense(2),
+    ])
+    x = np.random.default_rng(0).normal(size=(3, 10, 10, 1)).astype("float32")
+    np.testing.assert_allclose(to_tf_keras(cnn)(x).numpy(), np.asarray(cnn(x)), rtol=1e-5, atol=1e-6)
+    tokens = np.random.default_rng(0).integers(0, 20, size=(3, 7)).astype("int32")
+    np.testing.assert_allclose(to_tf_keras(text)(tokens).numpy(), np.asarray(text(tokens)),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_imp_wraps_a_keras3_model_and_trains(tiny_data):
+    (x, y), val, _ = tiny_data
+    keras3.utils.set_random_seed(0)
+    k3 = keras3.Sequential([keras3.Input((40,)), keras3.layers.Dense(16, activation="relu"),
+                            keras3.layers.Dense(10)])
+    imp = kl.IMP(rounds=1, prune_rate=0.5)
+    model = imp.wrap(k3)
+    assert len(kl.pruned_layers(model)) == 2
+    model.compile(keras.optimizers.SGD(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  ["accuracy"])
+    model.fit(x, y, epochs=imp.epochs(per_round=1), batch_size=60, validation_data=val,
+              callbacks=imp.callbacks(verbose=0), verbose=0)
+    assert [round(r.weights_remaining, 2) for r in imp.history] == [1.0, 0.5]
+
+
+def test_unconvertible_layer_error_names_the_layer():
+    class Doubler(keras3.layers.Layer):
+        def call(self, x):
+            return 2 * x
+
+    k3 = keras3.Sequential([keras3.Input((4,)), Doubler(name="my_doubler"), keras3.layers.Dense(2)])
+    with pytest.raises(ConversionError, match="my_doubler") as err:
+        to_tf_keras(k3)
+    assert "Doubler" in str(err.value) and "tf_keras" in str(err.value)
+    # IMP.wrap surfaces the same error (a ValueError, so the CLI prints it cleanly)
+    with pytest.raises(ValueError, match="my_doubler"):
+        kl.IMP(rounds=1, prune_rate=0.2).wrap(k3)
+
+
+def test_option_without_tf_keras_equivalent_is_named():
+    k3 = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(3, lora_rank=2, name="lora_dense")])
+    with pytest.raises(ConversionError, match="lora_dense.*lora_rank"):
+        to_tf_keras(k3)
+
+
+def test_subclassed_keras3_model_is_refused():
+    class Net(keras3.Model):
+        def __init__(self):
+            super().__init__(name="subnet")
+            self.d = keras3.layers.Dense(2)
+
+        def call(self, x):
+            return self.d(x)
+
+    net = Net()
+    net(np.zeros((1, 3), "float32"))
+    with pytest.raises(ConversionError, match="subnet.*subclassed"):
+        to_tf_keras(net)
+
+
+def test_tf_keras_model_passes_through_and_nonmodel_is_refused():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    assert to_tf_keras(model) is model
+    with pytest.raises(TypeError, match="Keras 3 or tf_keras model"):
+        to_tf_keras("model.keras")
