@@ -19,6 +19,10 @@ setup(
     ],
     extras_require={
         "test": ["pytest"],
+        # keras_lottery.data.load (tfds), keras_lottery.tuning, keras_lottery.tensorboard
+        "tfds": ["tensorflow-datasets>=4.9"],
+        "tuning": ["keras-tuner>=1.4,<1.5"],
+        "tensorboard": ["tensorboard>=2.16"],
     },
     entry_points={"console_scripts": ["keras-lottery=keras_lottery.cli:main"]},
 )
