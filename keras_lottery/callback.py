@@ -19,6 +19,7 @@ from keras_lottery import report as report_lib
 from keras_lottery._keras import keras
 from keras_lottery.rewind import WeightSnapshot, reset_optimizer
 from keras_lottery.schedule import IMPSchedule, parse_rewind
+from keras_lottery.wrap import bypass_wrapper_ops
 
 __all__ = ["IMPCallback", "RoundResult"]
 
@@ -109,10 +110,20 @@ class IMPCallback(keras.callbacks.Callback):
       >>> model.fit(ds, epochs=8, callbacks=[UpdatePruningStep(), imp])  # doctest: +SKIP
     """
 
+    #: When True (the default), `on_train_begin` makes the wrappers call their
+    #: inner layers directly (`wrap.bypass_wrapper_ops`): the masks are then
+    #: applied once per step, by the optimizer's variable constraint, instead
+    #: of also by tfmot's per-step bookkeeping. Set it to False on an instance,
+    #: before `fit`, to keep tfmot's forward pass (docs/performance.md).
+    bypass_wrapper_ops = True
+
     def __init__(self, schedule, epochs_per_round, rewind="0it", scope="layerwise",
                  layer_rates=None, test_data=None, report_dir=None, verbose=1,
                  run_config=None):
         super().__init__()
+        # The batch hook never reads `logs`: let Keras pass them as tensors
+        # instead of copying them to NumPy (a host sync) after every step.
+        self._supports_tf_logs = True
         if not isinstance(schedule, IMPSchedule):
             raise TypeError(f"schedule must be an IMPSchedule, got {schedule!r}.")
         if isinstance(epochs_per_round, bool) or int(epochs_per_round) != epochs_per_round or epochs_per_round < 1:
@@ -180,6 +191,8 @@ class IMPCallback(keras.callbacks.Callback):
             self._k = (self.rewind.value * self._steps_per_epoch
                        if self._steps_per_epoch else None)
         masks_lib.attach_mask_constraints(self.model)
+        if self.bypass_wrapper_ops:
+            bypass_wrapper_ops(self.model)
         self._global_step = 0
         self.theta0 = WeightSnapshot.capture(self.model, step=0)
         if self.rewind.value == 0:

@@ -4,6 +4,8 @@ tfmot's wrapper class is not public API, so everything that recognises or
 builds one lives here: the rest of the package asks `pruned_layers(model)`.
 """
 
+import inspect
+
 import tensorflow_model_optimization as tfmot
 from tensorflow_model_optimization.python.core.sparsity.keras import (
     prune_registry,
@@ -18,6 +20,8 @@ __all__ = [
     "pruned_layers",
     "wrap_model",
     "strip_model",
+    "bypass_wrapper_ops",
+    "restore_wrapper_ops",
 ]
 
 _WRAPPER_CLASS = pruning_wrapper.PruneLowMagnitude
@@ -169,3 +173,66 @@ def strip_model(model):
         for weight, mask, _ in wrapper.pruning_vars:
             weight.assign(weight * mask)
     return tfmot.sparsity.keras.strip_pruning(model)
+
+
+def _lean_call(wrapper):
+    """The inner layer's own forward pass, for `bypass_wrapper_ops`."""
+    inner = wrapper.layer
+    accepts_training = "training" in inspect.getfullargspec(inner.call).args
+
+    def call(inputs, training=None, **kwargs):
+        if accepts_training:
+            return inner.call(inputs, training=training, **kwargs)
+        return inner.call(inputs, **kwargs)
+
+    call._keras_lottery_lean = True
+    return call
+
+
+def bypass_wrapper_ops(model):
+    """Drops tfmot's per-step bookkeeping from the wrappers' forward pass.
+
+    On every call (training and inference) tfmot's wrapper increments its
+    `pruning_step`, asserts it is >= 1, evaluates the schedule inside a
+    `tf.cond`, and assigns `kernel * mask` to the kernel; under a
+    `tf.distribute` strategy that assignment is also an all-reduce of every
+    kernel. With an `IMPSchedule` the schedule never prunes in-graph, and once
+    `masks.attach_mask_constraints` has made the optimizer re-apply each mask
+    right after every update (and `write_masks` / `WeightSnapshot.restore`
+    mask kernels whenever masks or weights change), all of that is redundant.
+    This makes each wrapper call its inner layer directly, so a training step
+    costs the dense step plus one mask multiply per kernel.
+
+    Only wrappers driven by an `IMPSchedule` are changed (a stock tfmot
+    schedule still needs its in-graph mask updates). It takes effect when the
+    model's train/test functions are next traced (`fit` traces on its first
+    step), leaves masks, weights and the layer's config untouched, and
+    `pruning_step` then stops advancing. Undo with `restore_wrapper_ops`.
+
+    Args:
+      model: a model wrapped by `wrap_model`.
+
+    Returns:
+      The number of wrappers changed.
+
+    Example:
+      >>> masks.attach_mask_constraints(model)   # doctest: +SKIP
+      >>> bypass_wrapper_ops(model)              # doctest: +SKIP
+    """
+    from keras_lottery.schedule import IMPSchedule
+
+    changed = 0
+    for wrapper in pruned_layers(model):
+        if not isinstance(wrapper.pruning_schedule, IMPSchedule):
+            continue
+        if not getattr(wrapper.__dict__.get("call"), "_keras_lottery_lean", False):
+            wrapper.call = _lean_call(wrapper)
+        changed += 1
+    return changed
+
+
+def restore_wrapper_ops(model):
+    """Gives every wrapper tfmot's own forward pass back (see `bypass_wrapper_ops`)."""
+    for wrapper in pruned_layers(model):
+        if getattr(wrapper.__dict__.get("call"), "_keras_lottery_lean", False):
+            del wrapper.call
