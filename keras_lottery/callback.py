@@ -17,6 +17,7 @@ import numpy as np
 from keras_lottery import masks as masks_lib
 from keras_lottery import report as report_lib
 from keras_lottery._keras import keras
+from keras_lottery.early_stop import IntervalEvaluator, early_stopping_point
 from keras_lottery.rewind import WeightSnapshot, reset_optimizer
 from keras_lottery.schedule import IMPSchedule, parse_rewind
 from keras_lottery.wrap import bypass_wrapper_ops
@@ -42,6 +43,8 @@ class RoundResult:
       early_stop_iteration: steps into the round at which validation loss
         was lowest (the papers' early-stopping iteration).
       early_stop_val_accuracy: validation accuracy at that point.
+      early_stop_test_accuracy: test accuracy at that point (only with
+        `eval_every` and `test_data`).
       seconds: wall time of the round's training (and evaluation).
       metrics: every metric Keras logged at the round's last epoch.
     """
@@ -61,6 +64,7 @@ class RoundResult:
     early_stop_val_accuracy: float = None
     seconds: float = None
     metrics: dict = dataclasses.field(default_factory=dict)
+    early_stop_test_accuracy: float = None
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -79,6 +83,14 @@ def _accuracy_key(logs, prefix=""):
 
 def _float(value):
     return None if value is None else float(value)
+
+
+def _is_chief(model):
+    """False on non-chief workers of MultiWorkerMirroredStrategy (they write no files)."""
+    try:
+        return bool(model.distribute_strategy.extended.should_checkpoint)
+    except (AttributeError, NotImplementedError):
+        return True
 
 
 class IMPCallback(keras.callbacks.Callback):
@@ -100,6 +112,11 @@ class IMPCallback(keras.callbacks.Callback):
         every finished round.
       verbose: 1 prints a line per finished round, 0 is silent.
       run_config: optional dict stored in the report as `config`.
+      eval_every: optional interval in steps at which `validation_data` (and
+        `test_data`) are evaluated inside a round to find the early-stopping
+        iteration; default None uses the epoch-end `val_loss` only and costs
+        nothing per step.
+      validation_data: the `(x, y)` or dataset `eval_every` evaluates.
 
     Raises:
       ValueError: for a bad rewind point (also one past the end of round 0,
@@ -119,7 +136,7 @@ class IMPCallback(keras.callbacks.Callback):
 
     def __init__(self, schedule, epochs_per_round, rewind="0it", scope="layerwise",
                  layer_rates=None, test_data=None, report_dir=None, verbose=1,
-                 run_config=None):
+                 run_config=None, eval_every=None, validation_data=None):
         super().__init__()
         # The batch hook never reads `logs`: let Keras pass them as tensors
         # instead of copying them to NumPy (a host sync) after every step.
@@ -144,6 +161,8 @@ class IMPCallback(keras.callbacks.Callback):
         self.report_dir = os.fspath(report_dir) if report_dir is not None else None
         self.verbose = verbose
         self.run_config = dict(run_config or {})
+        self._evaluator = (None if eval_every is None else
+                           IntervalEvaluator(eval_every, validation_data, test_data))
         self.history = []
         self.theta0 = None
         self.theta_k = None
@@ -202,6 +221,9 @@ class IMPCallback(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         self._round_steps += 1
         self._global_step += 1
+        if self._evaluator is not None and self._evaluator.due(
+                self._round_steps, self._steps_per_epoch and self._steps_per_epoch * self.epochs_per_round):
+            self._val_curve.append(self._evaluator.evaluate(self.model, self._round_steps))
         if (self.round == 0 and self.theta_k is None and self.rewind.unit == "it"
                 and self._round_steps == self._k):
             self.theta_k = WeightSnapshot.capture(self.model, step=self._k)
@@ -213,7 +235,7 @@ class IMPCallback(keras.callbacks.Callback):
                 and epoch_in_round == self.rewind.value):
             self._k = self._round_steps
             self.theta_k = WeightSnapshot.capture(self.model, step=self._k)
-        if "val_loss" in logs:
+        if "val_loss" in logs and self._evaluator is None:
             self._val_curve.append((self._round_steps, logs["val_loss"],
                                     logs.get(_accuracy_key(logs, "val_") or "", None)))
         if epoch_in_round < self.epochs_per_round:
@@ -238,10 +260,10 @@ class IMPCallback(keras.callbacks.Callback):
             test_loss = results.get("loss")
             key = _accuracy_key(results)
             test_acc = results.get(key) if key else None
-        es_iter = es_acc = None
+        es_iter = es_acc = es_test = None
         if self._val_curve:
-            best = min(range(len(self._val_curve)), key=lambda i: self._val_curve[i][1])
-            es_iter, _, es_acc = self._val_curve[best]
+            best = early_stopping_point(self._val_curve)
+            es_iter, es_acc, es_test = best.step, best.val_accuracy, best.test_accuracy
         acc_key = _accuracy_key(logs)
         val_key = _accuracy_key(logs, "val_")
         return RoundResult(
@@ -258,6 +280,7 @@ class IMPCallback(keras.callbacks.Callback):
             test_accuracy=_float(test_acc),
             early_stop_iteration=None if es_iter is None else int(es_iter),
             early_stop_val_accuracy=_float(es_acc),
+            early_stop_test_accuracy=_float(es_test),
             seconds=time.perf_counter() - self._round_start,
             metrics={k: float(v) for k, v in logs.items() if np.ndim(v) == 0},
         )
@@ -286,7 +309,7 @@ class IMPCallback(keras.callbacks.Callback):
         return [r.to_dict() for r in self.history]
 
     def _write_report(self):
-        if not self.report_dir:
+        if not self.report_dir or not _is_chief(self.model):
             return
         payload = {
             "config": dict(self.run_config, rounds=self.schedule.rounds,

@@ -110,7 +110,9 @@ class IMP:
         self.epochs_per_round = int(per_round)
         return (self.rounds + 1) * self.epochs_per_round
 
-    def callbacks(self, test_data=None, report_dir=None, verbose=1, run_config=None):
+    def callbacks(self, test_data=None, report_dir=None, verbose=1, run_config=None,
+                  eval_every=None, validation_data=None, resume_dir=None,
+                  tensorboard_dir=None):
         """The callbacks to pass to `fit`: tfmot's `UpdatePruningStep`, then `IMPCallback`.
 
         Args:
@@ -119,6 +121,19 @@ class IMP:
             rewritten after every round.
           verbose: 1 prints a table row per finished round.
           run_config: extra settings to record in the report.
+          eval_every: optional interval in steps at which `validation_data`
+            is evaluated inside each round for the early-stopping iteration
+            (default: epoch-end `val_loss` only).
+          validation_data: `(x, y)` or dataset for `eval_every`.
+          resume_dir: optional folder for round checkpoints: a run killed at
+            any point and started again with the same command resumes from
+            its last finished round (also pass
+            `initial_epoch=imp.initial_epoch()` to fit; see
+            `keras_lottery.resume`).
+          tensorboard_dir: optional TensorBoard folder: a point per round
+            (weights remaining overall and per layer, accuracies, early-stop
+            iteration), mask histograms, and per-epoch curves through tfmot's
+            PruningSummaries (see `keras_lottery.tensorboard`).
 
         Raises:
           ValueError: if `epochs(per_round=...)` was not called first.
@@ -129,8 +144,37 @@ class IMP:
         self._callback = IMPCallback(
             self.schedule, self.epochs_per_round, rewind=self.rewind, scope=self.scope,
             layer_rates=self.layer_rates, test_data=test_data, report_dir=report_dir,
-            verbose=verbose, run_config=run_config)
-        return [tfmot.sparsity.keras.UpdatePruningStep(), self._callback]
+            verbose=verbose, run_config=run_config, eval_every=eval_every,
+            validation_data=validation_data)
+        callbacks = [tfmot.sparsity.keras.UpdatePruningStep(), self._callback]
+        if tensorboard_dir is not None:
+            from keras_lottery.tensorboard import tensorboard_callbacks
+
+            # before IMPCallback: they must see a round's masks before it prunes
+            callbacks[1:1] = tensorboard_callbacks(tensorboard_dir, self._callback)
+        if resume_dir is not None:
+            from keras_lottery.resume import RoundCheckpoint
+
+            self._resume_dir = resume_dir
+            callbacks.append(RoundCheckpoint(self._callback, resume_dir))
+        return callbacks
+
+    def initial_epoch(self, resume_dir=None):
+        """The epoch to pass to fit's `initial_epoch` (0 when nothing to resume).
+
+        Args:
+          resume_dir: the checkpoint folder (default: the one given to
+            `callbacks(resume_dir=...)`).
+
+        Raises:
+          ValueError: if no resume_dir is given here or to `callbacks()`.
+        """
+        from keras_lottery.resume import initial_epoch
+
+        resume_dir = resume_dir if resume_dir is not None else getattr(self, "_resume_dir", None)
+        if resume_dir is None:
+            raise ValueError("No resume_dir: pass it here or to imp.callbacks(resume_dir=...).")
+        return initial_epoch(resume_dir)
 
     @property
     def callback(self):

@@ -17,6 +17,13 @@ __all__ = [
     "write_csv",
     "format_table",
     "plot_history",
+    "collect_runs",
+    "summarize",
+    "write_summary",
+    "plot_summary",
+    "format_summary",
+    "SUMMARY_METRICS",
+    "SERIES_STYLE",
 ]
 
 TABLE_COLUMNS = [
@@ -160,3 +167,268 @@ def plot_history(rows, path, title=None, series=None):
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+# -- several runs: seeds x (ticket, controls) ------------------------------------
+
+SUMMARY_METRICS = (
+    "weights_remaining",
+    "test_accuracy",
+    "early_stop_iteration",
+    "early_stop_test_accuracy",
+    "early_stop_val_accuracy",
+    "val_accuracy",
+    "seconds",
+)
+
+# series name -> (label, colour, line style, marker)
+SERIES_STYLE = {
+    "ticket": ("winning ticket (IMP, rewind)", "tab:blue", "-", "o"),
+    "reinit": ("control: random re-init", "tab:orange", "--", "s"),
+    "random": ("control: random pruning", "tab:green", ":", "^"),
+}
+
+
+def collect_runs(run_dir):
+    """Every run saved under `run_dir`.
+
+    Finds `run_dir/imp_report.json` (a single `keras-lottery run`) and
+    `run_dir/seed_<s>/<series>/imp_report.json` (an experiment with seeds and
+    controls).
+
+    Returns:
+      A list of dicts `{"series", "seed", "config", "history"}`, sorted by
+      series then seed.
+
+    Raises:
+      FileNotFoundError: if there is no report under `run_dir`.
+    """
+    run_dir = os.fspath(run_dir)
+    runs = []
+    single = os.path.join(run_dir, "imp_report.json")
+    if os.path.exists(single):
+        payload = read_json(single)
+        config = payload.get("config", {})
+        runs.append({"series": config.get("series", "ticket"), "seed": config.get("seed", 0),
+                     "config": config, "history": payload.get("history", [])})
+    if os.path.isdir(run_dir):
+        for seed_name in sorted(os.listdir(run_dir)):
+            if not seed_name.startswith("seed_"):
+                continue
+            for series in sorted(os.listdir(os.path.join(run_dir, seed_name))):
+                path = os.path.join(run_dir, seed_name, series, "imp_report.json")
+                if not os.path.exists(path):
+                    continue
+                payload = read_json(path)
+                config = payload.get("config", {})
+                seed = config.get("seed", seed_name[len("seed_"):])
+                runs.append({"series": series, "seed": seed, "config": config,
+                             "history": payload.get("history", [])})
+    if not runs:
+        raise FileNotFoundError(
+            f"No IMP report under {run_dir}: expected imp_report.json or "
+            "seed_<s>/<series>/imp_report.json (the --out folder of `keras-lottery run`).")
+    order = {name: i for i, name in enumerate(SERIES_STYLE)}
+    runs.sort(key=lambda r: (order.get(r["series"], len(order)), r["series"], str(r["seed"])))
+    return runs
+
+
+def _stats(values):
+    import numpy as np
+
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    arr = np.asarray(values, dtype=np.float64)
+    return {
+        "mean": float(arr.mean()),
+        "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
+        "min": float(arr.min()),
+        "max": float(arr.max()),
+    }
+
+
+def summarize(runs):
+    """Mean and spread over seeds, per series and round.
+
+    Args:
+      runs: from `collect_runs`.
+
+    Returns:
+      dict series -> list of rows (one per round, in order), each
+      `{"round", "n_seeds", "seeds", "<metric>": {"mean", "std", "min", "max"}}`
+      for every metric in `SUMMARY_METRICS` that was measured (std is the
+      sample standard deviation, 0 for one seed).
+    """
+    by_series = {}
+    for run in runs:
+        for row in run["history"]:
+            by_series.setdefault(run["series"], {}).setdefault(row["round"], []).append((run["seed"], row))
+    summary = {}
+    for series, rounds in by_series.items():
+        rows = []
+        for rnd in sorted(rounds):
+            entries = rounds[rnd]
+            out = {"round": rnd, "n_seeds": len(entries), "seeds": [s for s, _ in entries]}
+            for metric in SUMMARY_METRICS:
+                stats = _stats([row.get(metric) for _, row in entries])
+                if stats is not None:
+                    out[metric] = stats
+            rows.append(out)
+        summary[series] = rows
+    return summary
+
+
+def _summary_csv_rows(summary):
+    rows = []
+    for series, srows in summary.items():
+        for row in srows:
+            flat = {"series": series, "round": row["round"], "n_seeds": row["n_seeds"]}
+            for metric in SUMMARY_METRICS:
+                for stat, value in (row.get(metric) or {}).items():
+                    flat[f"{metric}_{stat}"] = value
+            rows.append(flat)
+    return rows
+
+
+def write_summary(run_dir, title=None, plot=True):
+    """Writes summary.json, summary.csv, rounds.csv and tickets.png into `run_dir`.
+
+    `rounds.csv` holds every round of every run (series, seed, then the
+    round's fields); `summary.*` the mean / std / min / max over seeds.
+
+    Returns:
+      The summary (see `summarize`).
+    """
+    runs = collect_runs(run_dir)
+    summary = summarize(runs)
+    write_json(os.path.join(run_dir, "summary.json"), {"summary": summary, "runs": [
+        {"series": r["series"], "seed": r["seed"], "rounds": len(r["history"])} for r in runs]})
+    write_csv(os.path.join(run_dir, "summary.csv"), _summary_csv_rows(summary))
+    write_csv(os.path.join(run_dir, "rounds.csv"),
+              [dict({"series": r["series"], "seed": r["seed"]}, **{k: v for k, v in row.items() if k != "metrics"})
+               for r in runs for row in r["history"]])
+    if plot and any(summary.values()):
+        plot_summary(summary, os.path.join(run_dir, "tickets.png"), title=title)
+    return summary
+
+
+def _pm(stats, scale, digits):
+    if not stats:
+        return "-"
+    return f"{scale * stats['mean']:.{digits}f} ± {scale * stats['std']:.{digits}f}"
+
+
+def format_summary(summary):
+    """The summary as a text table: a line per series and round, mean ± std over seeds.
+
+    Example:
+      >>> print(format_summary(summarize(collect_runs("runs/lenet"))))  # doctest: +SKIP
+    """
+    header = ["series", "round", "% weights", "seeds", "test acc % (end)",
+              "test acc % (early stop)", "early-stop it"]
+    lines = [header]
+    for series, rows in summary.items():
+        for row in rows:
+            lines.append([
+                series, str(row["round"]), f"{100 * row['weights_remaining']['mean']:.1f}",
+                str(row["n_seeds"]), _pm(row.get("test_accuracy"), 100, 2),
+                _pm(row.get("early_stop_test_accuracy"), 100, 2),
+                _pm(row.get("early_stop_iteration"), 1, 0)])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in lines]
+    text.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(text)
+
+
+def _save_figure(fig, path, metadata=None):
+    import matplotlib.pyplot as plt
+
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def plot_summary(summary, path, title=None):
+    """The paper's figures from a summary: ticket vs controls, error bars over seeds.
+
+    Three panels against % of weights remaining (log scale, 100 -> 1): the
+    early-stopping iteration, the test accuracy at the early-stopping
+    iteration, and the test accuracy at the end of each round. Markers are
+    means over seeds; error bars span the minimum to the maximum (as in
+    Frankle & Carbin); a dashed grey line marks the dense network. Controls
+    are shifted sideways by a hair so that error bars do not overlap. The
+    PNG's text chunk `Series` lists the series drawn (comma-separated).
+
+    Args:
+      summary: from `summarize`.
+      path: the PNG to write.
+      title: optional figure title.
+
+    Returns:
+      The path written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        ("early_stop_iteration", "early-stopping iteration (steps)", 1.0),
+        ("early_stop_test_accuracy", "test accuracy at early stop (%)", 100.0),
+        ("test_accuracy", "test accuracy at end of round (%)", 100.0),
+    ]
+    panels = [p for p in panels if any(p[0] in row for rows in summary.values() for row in rows)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), squeeze=False)
+    axes = axes[0]
+    x_all = [100.0 * row["weights_remaining"]["mean"] for rows in summary.values() for row in rows]
+    n_seeds = max((row["n_seeds"] for rows in summary.values() for row in rows), default=0)
+    ticket = summary.get("ticket") or next(iter(summary.values()))
+    ticks = sorted({round(100.0 * row["weights_remaining"]["mean"], 1) for row in ticket}, reverse=True)
+    shift = {"ticket": 1.0, "reinit": 0.985, "random": 1.015}
+    for ax, (metric, ylabel, scale) in zip(axes, panels):
+        for series, rows in summary.items():
+            rows = [row for row in rows if metric in row]
+            if not rows:
+                continue
+            label, color, style, marker = SERIES_STYLE.get(series, (series, None, "-", "o"))
+            x = [100.0 * row["weights_remaining"]["mean"] * shift.get(series, 1.0) for row in rows]
+            mean = [scale * row[metric]["mean"] for row in rows]
+            low = [scale * (row[metric]["mean"] - row[metric]["min"]) for row in rows]
+            high = [scale * (row[metric]["max"] - row[metric]["mean"]) for row in rows]
+            ax.errorbar(x, mean, yerr=[low, high], color=color, linestyle=style, marker=marker,
+                        markersize=4, capsize=3, linewidth=1.6, label=label)
+        dense = [row for row in (summary.get("ticket") or []) if row["round"] == 0 and metric in row]
+        if dense:
+            ax.axhline(scale * dense[0][metric]["mean"], color="grey", linestyle="--",
+                       linewidth=1, label="dense network (round 0)")
+        ax.set_xscale("log")
+        ax.set_xlim(115, max(0.9, min(x_all) * 0.8))
+        ax.set_xticks(ticks[::2] if len(ticks) > 8 else ticks)
+        ax.set_xticklabels([f"{t:g}" for t in (ticks[::2] if len(ticks) > 8 else ticks)])
+        ax.minorticks_off()
+        ax.set_xlabel("% of weights remaining (log scale)")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    for ax in axes[1:]:
+        for h, l in zip(*ax.get_legend_handles_labels()):
+            if l not in labels:
+                handles.append(h)
+                labels.append(l)
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False, fontsize=9)
+    heading = title or "Lottery tickets vs controls"
+    if n_seeds:
+        heading += f"  (mean over {n_seeds} seed{'s' if n_seeds > 1 else ''}; bars: min-max)"
+    fig.suptitle(heading, fontsize=11)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return _save_figure(fig, path, metadata={"Title": heading, "Series": ",".join(summary)})

@@ -52,6 +52,15 @@ def register(subparsers):
     p.add_argument("--num-samples", type=int, default=5000, help="MNIST-1D examples, train+test (default: %(default)s)")
     p.add_argument("--val-fraction", type=float, default=DEFAULTS["val_fraction"], help="training data held out for validation (default: %(default)s)")
     p.add_argument("--out", default=DEFAULTS["out"], help="report folder (default: %(default)s)")
+    p.add_argument("--controls", default=None, metavar="reinit,random",
+                   help="also train these controls of the ticket (same mask, random re-init; "
+                   "random mask, same per-layer sparsity) with the same data order and steps; "
+                   "results go to OUT/seed_<s>/<series>/ plus OUT/summary.* and tickets.png")
+    p.add_argument("--seeds", type=int, default=None, metavar="N",
+                   help="repeat for N seeds (--seed, --seed+1, ...) and report mean and spread")
+    p.add_argument("--eval-every", type=int, default=None, metavar="STEPS",
+                   help="evaluate the validation data every STEPS steps inside a round for the "
+                   "early-stopping iteration (default: at epoch ends only)")
     p.add_argument("--quiet", action="store_true", help="print only the final table")
     p.set_defaults(func=run)
     return p
@@ -68,7 +77,49 @@ def load_data(args):
     return train, val, test
 
 
+def run_seeds(args):
+    """--seeds / --controls: IMP and its controls for every seed, then the summary."""
+    from keras_lottery import controls, experiment, models, report
+    from keras_lottery._keras import keras
+
+    started = time.perf_counter()
+    kinds = controls.parse_controls(args.controls)
+    if args.seeds is not None and args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}.")
+    seeds = range(args.seed, args.seed + (args.seeds or 1))
+    train, val, test = load_data(args)
+    num_classes = int(train[1].max()) + 1
+
+    def build(seed):
+        return models.build(args.model, input_shape=train[0].shape[1:], num_classes=num_classes, seed=seed)
+
+    def compile_model(model):
+        optimizer = (keras.optimizers.Adam(args.lr) if args.optimizer == "adam"
+                     else keras.optimizers.SGD(args.lr, momentum=0.9))
+        model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"])
+
+    config = {k: v for k, v in vars(args).items() if k not in ("func", "quiet", "command")}
+    logger.info("IMP: %s on %s, %d rounds x %d epochs, seeds %s, controls %s -> %s",
+                args.model, args.dataset, args.rounds + 1, args.epochs_per_round, list(seeds),
+                ",".join(kinds) or "none", args.out)
+    summary = experiment.run_experiment(
+        build, compile_model, train, val, test, args.out, rounds=args.rounds,
+        prune_rate=args.prune_rate, epochs_per_round=args.epochs_per_round,
+        batch_size=args.batch_size, seeds=seeds, controls=kinds, rewind=args.rewind,
+        scope=args.scope,
+        output_layer_rate=None if args.output_rate is None or args.output_rate < 0 else args.output_rate,
+        eval_every=args.eval_every, verbose=0 if args.quiet else 1, run_config=config,
+        title=f"{args.model} on {args.dataset}: IMP, rewind {args.rewind}", save_model=True)
+    print()
+    print(report.format_summary(summary))
+    print(f"\nreport: {os.path.join(args.out, 'summary.json')}  plot: "
+          f"{os.path.join(args.out, 'tickets.png')}  ({time.perf_counter() - started:.0f} s)")
+    return 0
+
+
 def run(args):
+    if args.controls is not None or args.seeds is not None:
+        return run_seeds(args)
     import keras_lottery as kl
     from keras_lottery._keras import keras
 
@@ -88,7 +139,8 @@ def run(args):
                 args.model, args.dataset, args.rounds + 1, args.epochs_per_round, len(x), args.out)
     model.fit(x, y, batch_size=args.batch_size, epochs=epochs, validation_data=val,
               callbacks=imp.callbacks(test_data=test, report_dir=args.out,
-                                      verbose=0 if args.quiet else 1, run_config=config),
+                                      verbose=0 if args.quiet else 1, run_config=config,
+                                      eval_every=args.eval_every, validation_data=val),
               verbose=0, shuffle=True)
     model.save(os.path.join(args.out, "wrapped_model.keras"))
     kl.save_ticket(os.path.join(args.out, "ticket"), model, imp, config=config)  # ticket.npz + ticket.json

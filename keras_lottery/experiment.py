@@ -1,0 +1,105 @@
+"""A lottery-ticket experiment: IMP and its controls over several seeds.
+
+For each seed: build and wrap the network, find the ticket with IMP in one
+`fit` (data in a fixed order), then train each control (`reinit`, `random`)
+with the same data order and steps. Results go to
+
+    OUT/seed_<s>/<series>/imp_report.json, imp_history.csv   (series: ticket, reinit, random)
+    OUT/summary.json, OUT/summary.csv, OUT/rounds.csv, OUT/tickets.png
+
+and are rewritten after every round / run, so an interrupted experiment keeps
+what it finished; a rerun skips seeds whose runs are all complete.
+"""
+
+import logging
+import os
+import time
+
+import tensorflow_model_optimization as tfmot  # noqa: F401  (registers wrappers)
+
+from keras_lottery import controls as controls_lib
+from keras_lottery import report as report_lib
+from keras_lottery._keras import keras
+from keras_lottery.imp import IMP
+
+__all__ = ["run_experiment", "seed_dir"]
+
+logger = logging.getLogger("keras_lottery")
+
+
+def seed_dir(out, seed, series):
+    """The folder of one run: OUT/seed_<seed>/<series>."""
+    return os.path.join(out, f"seed_{seed}", series)
+
+
+def _complete(path, rounds):
+    report = os.path.join(path, "imp_report.json")
+    if not os.path.exists(report):
+        return False
+    payload = report_lib.read_json(report)
+    last = payload["history"][-1]["round"] if payload.get("history") else -1
+    return last == rounds
+
+
+def run_experiment(build_model, compile_model, train, val, test, out, *, rounds, prune_rate,
+                   epochs_per_round, batch_size, seeds=(0,), controls=(), rewind="0it",
+                   scope="layerwise", layer_rates=None, output_layer_rate=None, eval_every=None,
+                   verbose=1, run_config=None, title=None, save_model=False):
+    """Runs IMP and its controls for every seed, writing results as it goes.
+
+    Args:
+      build_model: `seed -> tf_keras model` (unwrapped, built).
+      compile_model: `model -> None`, compiles it (a fresh optimizer each call).
+      train, val, test: `(x, y)` array pairs.
+      out: the results folder.
+      rounds, prune_rate, rewind, scope, layer_rates, output_layer_rate: as for `IMP`.
+      epochs_per_round, batch_size: training length and batch size of each round.
+      seeds: the seeds; each sets the initialization, data order and control draws.
+      controls: names from `controls.CONTROLS`.
+      eval_every: steps between validation evaluations inside a round (the
+        early-stopping iteration's resolution); None: at epoch ends only.
+      verbose: 1 logs a line per finished run.
+      run_config: extra settings recorded in every report.
+      title: figure title.
+      save_model: also save each seed's wrapped ticket model.
+
+    Returns:
+      The summary (see `report.summarize`).
+    """
+    controls = controls_lib.parse_controls(controls)
+    (x, y) = train
+    for seed in seeds:
+        dirs = {s: seed_dir(out, seed, s) for s in ("ticket",) + controls}
+        if all(_complete(d, rounds) for d in dirs.values()):
+            logger.info("seed %d: already complete in %s, skipped", seed, os.path.dirname(dirs["ticket"]))
+            continue
+        started = time.perf_counter()
+        keras.utils.set_random_seed(seed)
+        imp = IMP(rounds=rounds, prune_rate=prune_rate, rewind=rewind, scope=scope,
+                  layer_rates=layer_rates, output_layer_rate=output_layer_rate)
+        model = imp.wrap(build_model(seed))
+        compile_model(model)
+        epochs = imp.epochs(per_round=epochs_per_round)
+        config = dict(run_config or {}, seed=seed, series="ticket", batch_size=batch_size,
+                      eval_every=eval_every)
+        callbacks = imp.callbacks(test_data=test, report_dir=dirs["ticket"], verbose=0,
+                                  run_config=config, eval_every=eval_every, validation_data=val)
+        recorder = controls_lib.TicketRecorder(callbacks)
+        data, steps = controls_lib.ordered_batches(x, y, batch_size, seed=seed)
+        model.fit(data, steps_per_epoch=steps, epochs=epochs,
+                  validation_data=val, callbacks=callbacks + [recorder], verbose=0)
+        if save_model:
+            model.save(os.path.join(dirs["ticket"], "wrapped_model.keras"))
+        if verbose:
+            logger.info("seed %d: ticket done (%.0f s)", seed, time.perf_counter() - started)
+        report_lib.write_summary(out, title=title)
+        for kind in controls:
+            t0 = time.perf_counter()
+            controls_lib.train_control(
+                kind, model, recorder, x, y, batch_size=batch_size, data_seed=seed, seed=seed,
+                validation_data=val, test_data=test, eval_every=eval_every,
+                report_dir=dirs[kind], verbose=0, run_config=dict(config, series=kind))
+            if verbose:
+                logger.info("seed %d: %s control done (%.0f s)", seed, kind, time.perf_counter() - t0)
+            report_lib.write_summary(out, title=title)
+    return report_lib.write_summary(out, title=title)
