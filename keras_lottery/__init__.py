@@ -27,6 +27,8 @@ from keras_lottery.rewind import WeightSnapshot, reset_optimizer, rewind_step
 from keras_lottery.schedule import IMPSchedule, RewindPoint, parse_rewind, weights_remaining
 from keras_lottery.wrap import is_prunable, pruned_layers, strip_model, wrap_model
 from keras_lottery import export
+from keras_lottery import resume
+from keras_lottery.resume import RoundCheckpoint
 from keras_lottery.ticket import Ticket, load_ticket, save_ticket
 
 __version__ = "0.1.0"
@@ -36,6 +38,7 @@ __all__ = [
     "IMPCallback",
     "IMPSchedule",
     "RewindPoint",
+    "RoundCheckpoint",
     "RoundResult",
     "Ticket",
     "WeightSnapshot",
@@ -53,6 +56,7 @@ __all__ = [
     "pruned_layers",
     "read_masks",
     "report",
+    "resume",
     "reset_optimizer",
     "rewind_step",
     "save_ticket",
