@@ -25,6 +25,9 @@ def register(subparsers):
     p.add_argument("--sparse", action="store_true", help="tflite: sparse weight encoding (EXPERIMENTAL_SPARSITY)")
     p.add_argument("--int8", action="store_true",
                    help="tflite: full int8 quantization, calibrated on training inputs")
+    p.add_argument("--int8-scales", default="auto", choices=["auto", "per-channel", "per-tensor"],
+                   help="int8 weight scales (default: %(default)s = per-tensor with --sparse, "
+                   "per-channel without)")
     p.add_argument("--representative", default=None, metavar="X.npy",
                    help="calibration inputs for --int8 (default: the run's training data)")
     p.add_argument("--dataset", default=None, choices=["mnist1d", "fashion_mnist"],
@@ -99,6 +102,7 @@ def export(args):
 
     if (args.sparse or args.int8) and args.format not in ("tflite", "all"):
         raise ValueError("--sparse and --int8 apply to --format tflite only.")
+    per_channel = {"auto": None, "per-channel": True, "per-tensor": False}[args.int8_scales]
     model, config = _load_source(args.source)
     needs_data = args.format == "all" or args.int8
     data = _data(args, config) if needs_data else None
@@ -115,7 +119,7 @@ def export(args):
             dense, _ = _load_source(args.dense)
         result = export_lib.report(model, data[1], dense_model=dense, representative_data=rep,
                                    out_dir=args.out, repeats=args.repeats,
-                                   allow_dense=args.allow_dense)
+                                   allow_dense=args.allow_dense, per_channel=per_channel)
         print(export_lib.format_report(result))
         print(f"\nexports: {os.path.join(args.out, 'ticket')}  report: "
               f"{os.path.join(args.out, 'export_report.json')}")
@@ -129,7 +133,8 @@ def export(args):
         path = export_lib.keras_file(model, args.out, allow_dense=args.allow_dense)
     else:
         export_lib.tflite(model, args.out, sparse=args.sparse, int8=args.int8,
-                          representative_data=rep, allow_dense=args.allow_dense)
+                          representative_data=rep, allow_dense=args.allow_dense,
+                          per_channel=per_channel)
         path = args.out
     size = export_lib.file_size(path)
     if not args.quiet:

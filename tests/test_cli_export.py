@@ -1,0 +1,101 @@
+"""`keras-lottery export` end to end: a tiny `keras-lottery run`, then every export path."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import small_mlp
+
+import keras_lottery as kl
+from keras_lottery import export
+from keras_lottery._keras import keras
+from keras_lottery.cli import main
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "lenet"
+    rc = main(["run", "--rounds", "1", "--prune-rate", "0.5", "--epochs-per-round", "1",
+               "--num-samples", "400", "--out", os.fspath(out), "--quiet"])
+    assert rc == 0
+    return out
+
+
+def test_run_saves_its_ticket(run_dir):
+    ticket = kl.load_ticket(run_dir)
+    model = kl.load_wrapped_model(os.fspath(run_dir / "wrapped_model.keras"), compile=False)
+    assert ticket.weights_remaining == pytest.approx(kl.overall_weights_remaining(model))
+    assert ticket.config["dataset"] == "mnist1d"
+
+
+def test_export_tflite_int8_sparse_from_run(run_dir, tmp_path, capsys):
+    out = tmp_path / "t.tflite"
+    rc = main(["export", os.fspath(run_dir), "--format", "tflite", "--sparse", "--int8",
+               "--out", os.fspath(out)])
+    assert rc == 0
+    assert "wrote tflite int8 sparse" in capsys.readouterr().out
+    model = export.strip(kl.load_wrapped_model(os.fspath(run_dir / "wrapped_model.keras"),
+                                               compile=False))
+    x = np.random.default_rng(0).normal(size=(64, 40)).astype("float32")
+    keras_pred = np.argmax(model(x).numpy(), 1)
+    lite_pred = np.argmax(export.TFLiteModel(os.fspath(out)).predict(x), 1)
+    assert np.mean(lite_pred == keras_pred) >= 0.9
+
+
+def test_export_keras_and_savedmodel_from_run(run_dir, tmp_path):
+    wrapped = kl.load_wrapped_model(os.fspath(run_dir / "wrapped_model.keras"), compile=False)
+    masks = kl.read_masks(wrapped)
+    assert main(["export", os.fspath(run_dir), "--format", "keras",
+                 "--out", os.fspath(tmp_path / "ticket.keras")]) == 0
+    loaded = keras.models.load_model(tmp_path / "ticket.keras", compile=False)
+    for layer in loaded.layers[1:]:
+        mask = masks[f"{layer.name}/kernel"]
+        assert np.all(layer.kernel.numpy()[mask == 0] == 0)
+    assert main(["export", os.fspath(tmp_path / "ticket.keras"), "--format", "savedmodel",
+                 "--out", os.fspath(tmp_path / "sm")]) == 0
+    serve = tf.saved_model.load(os.fspath(tmp_path / "sm")).signatures["serving_default"]
+    x = np.random.default_rng(1).normal(size=(8, 40)).astype("float32")
+    (arg,) = serve.structured_input_signature[1]
+    np.testing.assert_allclose(serve(**{arg: tf.constant(x)})["output"].numpy(),
+                               loaded(x).numpy(), atol=1e-6)
+
+
+def test_export_all_writes_report(run_dir, tmp_path, capsys):
+    out = tmp_path / "all"
+    assert main(["export", os.fspath(run_dir), "--format", "all", "--out", os.fspath(out),
+                 "--repeats", "2"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "export_report.json").read_text())
+    assert {r["format"] for r in report["files"]} == set(export.ALL_FORMATS)
+    assert all(v["max_abs_logit_diff"] < 1e-5 for v in report["tflite"]
+               if v["variant"] in ("tflite", "tflite_sparse"))
+    assert "tflite_int8_sparse" in printed and "dense reference" in printed
+    assert sorted(os.listdir(out)) == ["dense", "export_report.json", "ticket"]
+
+
+def test_errors_are_clear_and_leave_nothing(tmp_path, capsys):
+    missing = os.fspath(tmp_path / "nope")
+    assert main(["export", missing, "--format", "keras", "--out", os.fspath(tmp_path / "a.keras")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+    dense_path = tmp_path / "dense.keras"
+    small_mlp(seed=0).save(dense_path)
+    out = tmp_path / "out" / "d.tflite"
+    assert main(["export", os.fspath(dense_path), "--format", "tflite", "--out", os.fspath(out)]) == 2
+    assert "never wrapped or pruned" in capsys.readouterr().err
+    assert main(["export", os.fspath(dense_path), "--format", "tflite", "--int8",
+                 "--allow-dense", "--out", os.fspath(out)]) == 2
+    assert "--int8 needs representative data" in capsys.readouterr().err
+    assert main(["export", os.fspath(dense_path), "--format", "keras", "--sparse",
+                 "--out", os.fspath(tmp_path / "x.keras")]) == 2
+    assert "--format tflite only" in capsys.readouterr().err
+    assert main(["export", os.fspath(dense_path), "--format", "h5", "--allow-dense",
+                 "--out", os.fspath(tmp_path / "x.keras")]) == 2
+    assert "end --out in .h5" in capsys.readouterr().err
+    assert not os.path.exists(out) and not os.path.exists(tmp_path / "x.keras")
+    assert main(["export", os.fspath(dense_path), "--format", "tflite", "--allow-dense",
+                 "--out", os.fspath(out)]) == 0
+    assert sorted(os.listdir(tmp_path / "out")) == ["d.tflite"]

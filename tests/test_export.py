@@ -1,0 +1,249 @@
+"""Exporting tickets: every format loads, gives the Keras outputs and keeps the zeros.
+
+One small IMP run (module scope) provides the ticket; TFLite conversions are
+shared through module fixtures because each costs about a second.
+"""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import compile_model, small_mlp
+
+import keras_lottery as kl
+from keras_lottery import export
+from keras_lottery._keras import keras
+
+INPUT_DIM = 256
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, INPUT_DIM)).astype("float32")
+    w = rng.normal(size=(INPUT_DIM, 10)).astype("float32")
+    y = np.argmax(x @ w, axis=1).astype("int64")
+    return (x[:300], y[:300]), (x[300:], y[300:])
+
+
+@pytest.fixture(scope="module")
+def wrapped(data):
+    """A 256-256-10 MLP after 2 IMP rounds at 70%: 9% of the weights remain."""
+    (x, y), _ = data
+    imp = kl.IMP(rounds=2, prune_rate=0.7, rewind="0it")
+    model = compile_model(imp.wrap(small_mlp(seed=3, input_dim=INPUT_DIM, hidden=(256,))))
+    model.fit(x, y, batch_size=50, epochs=imp.epochs(per_round=1), verbose=0,
+              callbacks=imp.callbacks(verbose=0))
+    return model
+
+
+@pytest.fixture(scope="module")
+def plain(wrapped):
+    return export.strip(wrapped)
+
+
+@pytest.fixture(scope="module")
+def masks(wrapped):
+    """layer name -> 0/1 kernel mask."""
+    return {name.split("/")[0]: m for name, m in kl.read_masks(wrapped).items()}
+
+
+def kernels(model):
+    return {layer.name: layer.kernel.numpy() for layer in model.layers
+            if getattr(layer, "kernel", None) is not None}
+
+
+def assert_zeros_match(weights_by_layer, masks):
+    for name, mask in masks.items():
+        kernel = weights_by_layer[name]
+        assert np.all(kernel[mask == 0] == 0), name
+        assert np.all(kernel[mask == 1] != 0), name
+
+
+@pytest.fixture(scope="module")
+def tflite_models(tmp_path_factory, plain, wrapped, data):
+    """name -> flatbuffer bytes for the ticket's four variants and the dense float model."""
+    (x, _), _ = data
+    folder = tmp_path_factory.mktemp("tflite")
+    out = {}
+    for name, (sparse, int8) in export.TFLITE_VARIANTS.items():
+        out[name] = export.tflite(wrapped, folder / f"{name}.tflite", sparse=sparse, int8=int8,
+                                  representative_data=x[:100])
+        assert (folder / f"{name}.tflite").read_bytes() == out[name]
+    dense = keras.models.clone_model(plain)  # same architecture, no zeros
+    out["dense"] = export.tflite(dense, allow_dense=True)
+    return out
+
+
+def test_strip_gives_plain_model_with_exact_zeros(wrapped, plain, masks, data):
+    assert not kl.pruned_layers(plain)
+    assert kl.pruned_layers(wrapped)
+    assert_zeros_match(kernels(plain), masks)
+    x = data[1][0]
+    np.testing.assert_array_equal(plain(x).numpy(), wrapped(x).numpy())
+    assert export.is_pruned(plain)  # a stripped ticket still counts as pruned
+
+
+@pytest.mark.parametrize("ext", [".keras", ".h5"])
+def test_keras_files_load_and_match(tmp_path, plain, wrapped, masks, data, ext):
+    path = export.keras_file(wrapped, tmp_path / f"ticket{ext}")
+    assert os.listdir(tmp_path) == [f"ticket{ext}"]  # no temporary file left
+    loaded = keras.models.load_model(path, compile=False)
+    assert_zeros_match(kernels(loaded), masks)
+    x = data[1][0]
+    np.testing.assert_allclose(loaded(x).numpy(), plain(x).numpy(), rtol=0, atol=1e-6)
+
+
+def test_saved_model_serving_signature(tmp_path, plain, wrapped, masks, data):
+    path = export.saved_model(wrapped, tmp_path / "ticket_sm")
+    assert sorted(os.listdir(tmp_path)) == ["ticket_sm"]
+    loaded = tf.saved_model.load(os.fspath(path))
+    serve = loaded.signatures["serving_default"]
+    (arg_name,) = serve.structured_input_signature[1]
+    x = data[1][0]
+    outputs = serve(**{arg_name: tf.constant(x)})
+    assert list(outputs) == ["output"]
+    np.testing.assert_allclose(outputs["output"].numpy(), plain(x).numpy(), atol=1e-6)
+    # the stored kernels hold the same zeros
+    reader = tf.train.load_checkpoint(os.path.join(path, "variables", "variables"))
+    stored = {tuple(shape): reader.get_tensor(key)
+              for key, shape in reader.get_variable_to_shape_map().items() if len(shape) == 2}
+    for name, mask in masks.items():
+        kernel = stored[mask.shape]
+        assert np.all(kernel[mask == 0] == 0) and np.all(kernel[mask == 1] != 0)
+
+
+def test_saved_model_replaces_old_folder_atomically(tmp_path, wrapped, monkeypatch):
+    target = tmp_path / "sm"
+    export.saved_model(wrapped, target)
+    before = sorted(p.name for p in target.iterdir())
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(tf.saved_model, "save", fail)
+    with pytest.raises(RuntimeError, match="disk full"):
+        export.saved_model(wrapped, target)
+    # the earlier export is intact and no temporary folder is left behind
+    assert sorted(os.listdir(tmp_path)) == ["sm"]
+    assert sorted(p.name for p in target.iterdir()) == before
+
+
+def tflite_weights(content):
+    """2-D constant tensors of a (non-sparse) TFLite model, keyed by shape (transposed)."""
+    interp = tf.lite.Interpreter(model_content=content)
+    out = {}
+    for detail in interp.get_tensor_details():
+        if len(detail["shape"]) == 2 and detail["shape"][0] > 0 and -1 not in detail["shape_signature"]:
+            try:
+                out[tuple(detail["shape"][::-1])] = interp.get_tensor(detail["index"]).T
+            except ValueError:  # tensors without data (activations)
+                pass
+    return out
+
+
+@pytest.mark.parametrize("variant", ["tflite", "tflite_int8"])
+def test_tflite_keeps_zeros(tflite_models, masks, variant):
+    stored = tflite_weights(tflite_models[variant])
+    for name, mask in masks.items():
+        kernel = stored[mask.shape]
+        assert np.all(kernel[mask == 0] == 0), (variant, name)
+        if variant == "tflite":
+            assert np.all(kernel[mask == 1] != 0)
+
+
+def test_tflite_float_and_sparse_equal_keras(tflite_models, plain, data):
+    x, y = data[1]
+    keras_logits = plain(x).numpy()
+    for variant in ("tflite", "tflite_sparse"):
+        lite = export.TFLiteModel(tflite_models[variant])
+        assert lite.interpreter_name.startswith("ai_edge_litert")
+        np.testing.assert_allclose(lite.predict(x), keras_logits, rtol=0, atol=1e-5)
+
+
+def test_tflite_int8_close_to_keras(tflite_models, plain, data):
+    x, y = data[1]
+    keras_logits = plain(x).numpy()
+    keras_pred = np.argmax(keras_logits, 1)
+    for variant in ("tflite_int8", "tflite_int8_sparse"):
+        lite = export.TFLiteModel(tflite_models[variant])
+        logits = lite.predict(x)
+        # int8 rounding moves logits a little; predictions almost all agree
+        assert np.max(np.abs(logits - keras_logits)) < 0.1 * np.max(np.abs(keras_logits))
+        assert np.mean(np.argmax(logits, 1) == keras_pred) >= 0.95, variant
+
+
+def test_tflite_sizes_meet_the_bars(tflite_models, wrapped):
+    assert kl.overall_weights_remaining(wrapped) == pytest.approx(0.09, abs=0.002)
+    dense = len(tflite_models["dense"])
+    assert len(tflite_models["tflite"]) == pytest.approx(dense, rel=0.02)
+    assert len(tflite_models["tflite_sparse"]) <= 0.16 * dense
+    assert len(tflite_models["tflite_int8_sparse"]) <= 0.09 * dense
+    assert len(tflite_models["tflite_int8_sparse"]) < len(tflite_models["tflite_int8"])
+
+
+def test_report_compares_ticket_and_dense(tmp_path, wrapped, data):
+    (x, y), test = data
+    dense = compile_model(small_mlp(seed=4, input_dim=INPUT_DIM, hidden=(256,)))
+    result = export.report(wrapped, test, dense_model=dense, out_dir=tmp_path,
+                           formats=("keras", "tflite", "tflite_sparse"), repeats=3,
+                           latency_batches=(1, 16))
+    assert os.path.exists(tmp_path / "export_report.json")
+    assert kl.report.read_json(tmp_path / "export_report.json")["files"] == result["files"]
+    assert [r["layer"] for r in result["layers"]] == ["fc1", "output"]
+    assert result["nonzero_params"] == sum(int(m.sum()) for m in kl.read_masks(wrapped).values())
+    files = {r["format"]: r for r in result["files"]}
+    assert files["tflite_sparse"]["bytes"] == os.path.getsize(tmp_path / "ticket" / "tflite_sparse.tflite")
+    assert files["tflite_sparse"]["ratio"] < 0.2
+    assert files["keras"]["gzip_ratio"] < 0.5 < files["keras"]["ratio"]
+    lite = {r["variant"]: r for r in result["tflite"]}
+    assert lite["tflite"]["max_abs_logit_diff"] < 1e-5
+    assert lite["tflite"]["accuracy"] == pytest.approx(result["keras_accuracy"])
+    assert lite["tflite_sparse"]["dense_accuracy"] is not None
+    assert set(lite["tflite"]["latency_ms"]) == {"1", "16"}
+    assert all(v > 0 for v in lite["tflite"]["dense_latency_ms"].values())
+    text = export.format_report(result)
+    assert "tflite_sparse" in text and "ai_edge_litert" in text
+
+
+# -- bad input ------------------------------------------------------------------------
+
+
+def test_never_pruned_model_is_refused_unless_asked(tmp_path):
+    dense = small_mlp(seed=5)
+    with pytest.raises(ValueError, match="never wrapped or pruned.*allow_dense=True"):
+        export.keras_file(dense, tmp_path / "d.keras")
+    assert os.listdir(tmp_path) == []
+    path = export.keras_file(dense, tmp_path / "d.keras", allow_dense=True)
+    assert os.path.exists(path)
+    imp = kl.IMP(rounds=1, prune_rate=0.5)
+    with pytest.raises(ValueError, match="no round has pruned anything"):
+        export.strip(imp.wrap(small_mlp(seed=5)))
+
+
+def test_int8_without_representative_data(tmp_path, wrapped):
+    with pytest.raises(ValueError, match="int8 quantization needs representative_data"):
+        export.tflite(wrapped, tmp_path / "t.tflite", int8=True)
+    assert os.listdir(tmp_path) == []
+
+
+def test_unsupported_op_is_named(tmp_path):
+    inputs = keras.Input((4,))
+    odd = keras.layers.Lambda(lambda t: tf.math.igamma(t * t + 1.0, t * t + 2.0), name="gamma")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(odd))
+    with pytest.raises(export.TFLiteConversionError, match=r"Igamma.*gamma \(Lambda\)"):
+        export.tflite(model, tmp_path / "bad.tflite", allow_dense=True)
+    assert os.listdir(tmp_path) == []
+
+
+def test_bad_paths(tmp_path, wrapped):
+    with pytest.raises(ValueError, match="must end in .keras or .h5"):
+        export.keras_file(wrapped, tmp_path / "ticket.pb")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match="a file of that name exists"):
+        export.saved_model(wrapped, tmp_path / "afile")
+    with pytest.raises(FileNotFoundError):
+        export.TFLiteModel(tmp_path / "missing.tflite")
+    assert sorted(os.listdir(tmp_path)) == ["afile"]
