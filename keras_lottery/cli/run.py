@@ -36,14 +36,17 @@ def register(subparsers):
     p.add_argument("--dataset", default=DEFAULTS["dataset"], choices=["mnist1d", "fashion_mnist"],
                    help="local dataset (default: %(default)s, generated locally)")
     p.add_argument("--data-dir", default=None, help="folder with Fashion-MNIST IDX .gz files")
-    p.add_argument("--model", default=DEFAULTS["model"], choices=["lenet", "conv2", "conv4", "conv6"],
+    p.add_argument("--model", default=DEFAULTS["model"],
+                   choices=["lenet", "conv2", "conv4", "conv6", "resnet20", "vgg16"],
                    help="network (default: %(default)s = LeNet-300-100)")
     p.add_argument("--rounds", type=int, default=DEFAULTS["rounds"], help="pruning rounds after the dense round 0 (default: %(default)s)")
     p.add_argument("--prune-rate", type=float, default=DEFAULTS["prune_rate"], help="fraction of surviving weights pruned per round (default: %(default)s)")
     p.add_argument("--output-rate", type=float, default=DEFAULTS["output_rate"],
                    help="per-round rate of the output layer (default: %(default)s, half the rate as in the paper; negative: same as --prune-rate)")
     p.add_argument("--rewind", default=DEFAULTS["rewind"], help="rewind point: 0it (θ0), 500it, 2ep (default: %(default)s)")
-    p.add_argument("--scope", default=DEFAULTS["scope"], choices=["layerwise", "global"], help="magnitude ranking scope (default: %(default)s)")
+    p.add_argument("--scope", default=None, choices=["layerwise", "global"],
+                   help="magnitude ranking scope (default: global for the deep nets resnet20/vgg16, "
+                   f"as in the papers; {DEFAULTS['scope']} otherwise)")
     p.add_argument("--epochs-per-round", type=int, default=DEFAULTS["epochs_per_round"], help="epochs trained in each round (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"], help="(default: %(default)s)")
     p.add_argument("--optimizer", default=DEFAULTS["optimizer"], choices=["adam", "sgd"], help="(default: %(default)s)")
@@ -118,6 +121,10 @@ def run_seeds(args):
 
 
 def run(args):
+    if args.scope is None:  # deep networks are pruned globally (Frankle et al.)
+        from keras_lottery.models import DEEP_MODELS
+
+        args.scope = "global" if args.model in DEEP_MODELS else DEFAULTS["scope"]
     if args.controls is not None or args.seeds is not None:
         return run_seeds(args)
     import keras_lottery as kl
