@@ -81,3 +81,19 @@ def test_bad_settings_are_refused_early(tmp_path):
         tuning.TicketRandomSearch(_build, 0.2, rewinds=["3ep"], epochs_per_round=2, directory=str(tmp_path))
     assert tuning.rounds_for(0.2, 0.8 ** 10) == 10
     assert [tuning.rounds_for(p, 0.1) for p in tuning.prune_rates_for(0.1, [1, 2, 5])] == [1, 2, 5]
+
+
+def test_cli_tune_quiet_prints_only_the_table(tmp_path, capsys):
+    from keras_lottery.cli import main
+
+    code = main(["tune", "--num-samples", "300", "--target", "0.5", "--rounds", "1",
+                 "--rewinds", "0it", "--max-trials", "1", "--epochs-per-round", "1",
+                 "--out", str(tmp_path), "--project", "cli", "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "best: trial 0: prune_rate 0.5000 x 1 rounds" in out
+    assert "Search: Running Trial" not in out  # --quiet silences keras-tuner too
+    summary = json.load(open(os.path.join(tmp_path, "cli", "best_ticket.json")))
+    assert summary["best"]["metrics"]["weights_remaining"] == pytest.approx(0.5, abs=0.01)
+    assert os.path.exists(os.path.join(tmp_path, "cli", "trial_0", "ticket.keras"))
+    assert main(["tune", "--target", "2"]) == 2
