@@ -117,7 +117,8 @@ def strip(model, allow_dense=False):
     Returns:
       A plain tf_keras model (no tfmot wrappers). For a wrapped model the
       kernels are masked first (`keras_lottery.strip_model`); a plain model
-      is returned as it is.
+      is returned as it is, or as an uncompiled copy with the same weights
+      if it was compiled (so no optimizer state is exported).
 
     Raises:
       TypeError: for a Keras 3 model or a non-model.
@@ -396,9 +397,9 @@ def tflite(model, path=None, sparse=False, int8=False, representative_data=None,
       allow_dense: see `strip`.
       per_channel: int8 weight scales per output channel (True) or one per
         tensor (False). Default: per-tensor with `sparse`, per-channel
-        otherwise. Per-channel parameters cost about 24 bytes per output
-        channel, which is about 10% of a sparse int8 LeNet-300-100 at 10%
-        weights; measured on that ticket, per-tensor lost no test accuracy.
+        otherwise. Per-channel parameters cost about 36 bytes per output
+        channel, 15% of a sparse int8 LeNet-300-100 at 10% weights; on
+        that ticket per-tensor scales lost no test accuracy (docs/export.md).
 
     Returns:
       The flatbuffer bytes (also written to `path` if given).

@@ -1,6 +1,5 @@
 """`keras-lottery export RUN_OR_MODEL`: ship a ticket as SavedModel, .keras/H5 or TFLite."""
 
-import argparse
 import os
 
 FORMATS = ["savedmodel", "keras", "h5", "tflite", "all"]
@@ -73,14 +72,14 @@ def _data(args, config):
     dataset = args.dataset or config.get("dataset")
     if not dataset:
         return None
-    from keras_lottery.cli.run import load_data
+    from keras_lottery import data as data_lib
 
-    ns = argparse.Namespace(
-        dataset=dataset,
-        data_dir=args.data_dir or config.get("data_dir"),
-        num_samples=config.get("num_samples", 5000),
-        val_fraction=config.get("val_fraction", 0.1))
-    train, _, test = load_data(ns)
+    # the same split as `keras-lottery run`: its validation part is the tail
+    if dataset == "mnist1d":
+        (x, y), test = data_lib.load_mnist1d(num_samples=config.get("num_samples", 5000), seed=42)
+    else:
+        (x, y), test = data_lib.load_fashion_mnist(path=args.data_dir or config.get("data_dir"))
+    train, _ = data_lib.split_validation(x, y, config.get("val_fraction", 0.1))
     return train, test
 
 
