@@ -31,9 +31,14 @@ from keras_lottery import resume
 from keras_lottery.resume import RoundCheckpoint
 from keras_lottery.ticket import Ticket, load_ticket, save_ticket
 
+from keras_lottery import stability
+from keras_lottery.lr_schedule import WarmupStepDecay
+
 __version__ = "0.1.0"
 
 __all__ = [
+    "WarmupStepDecay",
+    "stability",
     "IMP",
     "IMPCallback",
     "IMPSchedule",

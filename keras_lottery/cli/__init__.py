@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 __all__ = ["main", "COMMANDS"]
 
 # module names inside keras_lottery.cli, in the order `--help` lists them
-COMMANDS = ["run", "report", "export", "tune"]
+COMMANDS = ["run", "report", "export", "tune", "stability"]
 
 
 def build_parser():
