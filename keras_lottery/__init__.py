@@ -13,6 +13,9 @@ Example:
 """
 
 from keras_lottery import data, models, report
+from keras_lottery import convert, progress, tensorboard  # tuning: import keras_lottery.tuning (keras-tuner)
+from keras_lottery.convert import to_tf_keras
+from keras_lottery.progress import ProgressLogger
 from keras_lottery.callback import IMPCallback, RoundResult
 from keras_lottery.imp import IMP, custom_objects, load_wrapped_model
 from keras_lottery.masks import (
@@ -37,6 +40,11 @@ from keras_lottery.lr_schedule import WarmupStepDecay
 __version__ = "0.1.0"
 
 __all__ = [
+    "ProgressLogger",
+    "convert",
+    "progress",
+    "tensorboard",
+    "to_tf_keras",
     "WarmupStepDecay",
     "stability",
     "IMP",
