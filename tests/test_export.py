@@ -247,3 +247,15 @@ def test_bad_paths(tmp_path, wrapped):
     with pytest.raises(FileNotFoundError):
         export.TFLiteModel(tmp_path / "missing.tflite")
     assert sorted(os.listdir(tmp_path)) == ["afile"]
+
+
+def test_representative_data_forms():
+    x = np.arange(12, dtype="float32").reshape(6, 2)
+    y = np.zeros(6, "int64")
+    for data in (x, (x, y), tf.data.Dataset.from_tensor_slices((x, y)).batch(4),
+                 tf.data.Dataset.from_tensor_slices(x)):
+        batches = list(export._calibration_batches(data)())
+        assert len(batches) == 6 and all(b[0].shape == (1, 2) for b in batches)
+        np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), x)
+    with pytest.raises(ValueError, match="at least one example"):
+        export._calibration_batches(np.zeros((0, 2)))
