@@ -36,10 +36,18 @@ from keras_lottery.ticket import Ticket, load_ticket, save_ticket
 
 from keras_lottery import stability
 from keras_lottery.lr_schedule import WarmupStepDecay
+from keras_lottery import controls, early_stop, experiment
+from keras_lottery.controls import ControlCallback, TicketRecorder, train_control
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ControlCallback",
+    "TicketRecorder",
+    "controls",
+    "early_stop",
+    "experiment",
+    "train_control",
     "ProgressLogger",
     "convert",
     "progress",
