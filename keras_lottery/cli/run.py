@@ -64,6 +64,9 @@ def register(subparsers):
     p.add_argument("--eval-every", type=int, default=None, metavar="STEPS",
                    help="evaluate the validation data every STEPS steps inside a round for the "
                    "early-stopping iteration (default: at epoch ends only)")
+    p.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="write TensorBoard logs to DIR: a point per round (weights remaining, "
+                   "accuracies, early-stop iteration), mask histograms, per-epoch curves")
     p.add_argument("--quiet", action="store_true", help="print only the final table")
     p.set_defaults(func=run)
     return p
@@ -145,9 +148,12 @@ def run(args):
     logger.info("IMP: %s on %s, %d rounds x %d epochs, %d training examples -> %s",
                 args.model, args.dataset, args.rounds + 1, args.epochs_per_round, len(x), args.out)
     model.fit(x, y, batch_size=args.batch_size, epochs=epochs, validation_data=val,
-              callbacks=imp.callbacks(test_data=test, report_dir=args.out,
-                                      verbose=0 if args.quiet else 1, run_config=config,
-                                      eval_every=args.eval_every, validation_data=val),
+              # progress first, so an epoch's line comes before the round's table row
+              callbacks=[kl.ProgressLogger(epochs_per_round=args.epochs_per_round, rounds=args.rounds)]
+              + imp.callbacks(test_data=test, report_dir=args.out,
+                              verbose=0 if args.quiet else 1, run_config=config,
+                              eval_every=args.eval_every, validation_data=val,
+                              tensorboard_dir=args.tensorboard),
               verbose=0, shuffle=True)
     model.save(os.path.join(args.out, "wrapped_model.keras"))
     kl.save_ticket(os.path.join(args.out, "ticket"), model, imp, config=config)  # ticket.npz + ticket.json
