@@ -85,6 +85,15 @@ def _float(value):
     return None if value is None else float(value)
 
 
+def _steps_per_execution(model):
+    """The number of steps Keras runs between two batch callbacks (1 by default)."""
+    value = getattr(model, "_steps_per_execution", None)
+    try:
+        return max(1, int(value.numpy())) if value is not None else 1
+    except (AttributeError, TypeError, ValueError):
+        return 1
+
+
 def _is_chief(model):
     """False on non-chief workers of MultiWorkerMirroredStrategy (they write no files)."""
     try:
@@ -209,6 +218,14 @@ class IMPCallback(keras.callbacks.Callback):
         else:
             self._k = (self.rewind.value * self._steps_per_epoch
                        if self._steps_per_epoch else None)
+        per_execution = _steps_per_execution(self.model)
+        if self.rewind.unit == "it" and self._k % per_execution:
+            raise ValueError(
+                f"Rewind point {self.rewind} is not a multiple of the model's "
+                f"steps_per_execution ({per_execution}), so the weights at step "
+                f"{self._k} are never seen by a callback. Choose a rewind point "
+                f"that is a multiple of {per_execution}, or compile with a "
+                "steps_per_execution that divides it.")
         masks_lib.attach_mask_constraints(self.model)
         if self.bypass_wrapper_ops:
             bypass_wrapper_ops(self.model)
@@ -218,9 +235,16 @@ class IMPCallback(keras.callbacks.Callback):
             self.theta_k = self.theta0
         self._reset_round_state()
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start_steps = self._round_steps
+
     def on_train_batch_end(self, batch, logs=None):
-        self._round_steps += 1
-        self._global_step += 1
+        # With steps_per_execution = N (the usual setting on TPUs) Keras calls
+        # this once per N steps, `batch` being the last step's index in the
+        # epoch: count the steps run, not the calls.
+        steps = getattr(self, "_epoch_start_steps", 0) + int(batch) + 1 - self._round_steps
+        self._round_steps += steps
+        self._global_step += steps
         if self._evaluator is not None and self._evaluator.due(
                 self._round_steps, self._steps_per_epoch and self._steps_per_epoch * self.epochs_per_round):
             self._val_curve.append(self._evaluator.evaluate(self.model, self._round_steps))
