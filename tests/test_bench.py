@@ -1,0 +1,157 @@
+"""bench/bench_imp.py in tiny mode: its accounting (not its timings), and the
+wrapper bypass that makes IMP's training step cheap."""
+
+import importlib.util
+import json
+import pathlib
+
+import numpy as np
+import pytest
+import tensorflow_model_optimization as tfmot
+
+from conftest import compile_model, small_mlp
+
+import keras_lottery as kl
+from keras_lottery.wrap import bypass_wrapper_ops, pruned_layers, restore_wrapper_ops
+
+BENCH = pathlib.Path(__file__).resolve().parents[1] / "bench" / "bench_imp.py"
+LENET_KERNELS = 784 * 300 + 300 * 100 + 100 * 10
+LENET_PARAMS = LENET_KERNELS + 300 + 100 + 10
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_imp", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def run(bench, tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench") / "bench.json"
+    results = bench.main(["--tiny", "--json", str(path)])
+    return results, json.loads(path.read_text())
+
+
+def _sections(run):
+    return run[0]["sections"]
+
+
+def test_json_file_holds_the_printed_results(run):
+    results, stored = run
+    assert stored == json.loads(json.dumps(results))
+
+
+def test_one_section_per_strategy(run, bench):
+    sections = _sections(run)
+    assert [(s["model"], s["strategy"], s["replicas"]) for s in sections] == [
+        ("lenet", "single device", 1), ("lenet", "MirroredStrategy", 2)]
+    assert list(sections[0]["throughput"]) == list(bench.VARIANTS)
+    assert list(sections[1]["throughput"]) == bench.TINY["mirrored_variants"]
+    assert all(s["params"] == LENET_PARAMS for s in sections)
+
+
+def test_throughput_counts_every_pruning_epoch_of_every_variant(run):
+    for s in _sections(run):
+        pruning_epochs = s["rounds"] * s["epochs_per_round"]
+        for name, row in s["throughput"].items():
+            assert row["epochs_measured"] == pruning_epochs, name
+            assert row["steps_per_s"] == pytest.approx(s["steps_per_epoch"] / row["median_epoch_s"])
+        dense = s["throughput"]["dense"]
+        assert dense["ratio_wall"] == dense["ratio_cpu"] == dense["ratio_of_medians"] == 1.0
+
+
+def test_imp_run_trained_every_round_at_the_scheduled_sparsity(run):
+    for s in _sections(run):
+        imp = s["imp"]
+        assert imp["steps_per_round"] == [s["steps_per_epoch"] * s["epochs_per_round"]] * (s["rounds"] + 1)
+        expected = [0.8 ** r for r in range(s["rounds"] + 1)]
+        # within one weight per layer of (1 - p) ** r (three layers)
+        assert np.allclose(imp["weights_remaining"], expected, atol=3 / LENET_KERNELS)
+        assert imp["bypassed_wrappers"] == imp["wrappers"] == 3
+
+
+def test_round_switches_are_counted_once_per_boundary(run):
+    for s in _sections(run):
+        sw = s["round_switch"]
+        assert sw["count"] == len(sw["ms"]) == len(sw["prune_rewind_reset_ms"]) == s["rounds"]
+        assert len(sw["round_train_s"]) == s["rounds"] + 1
+        for inner, whole in zip(sw["prune_rewind_reset_ms"], sw["ms"]):
+            assert 0 < inner <= whole
+        for r, ms in enumerate(sw["ms"]):
+            assert sw["fraction_of_round"][r] == pytest.approx(ms / 1e3 / sw["round_train_s"][r])
+        assert sw["max_fraction_of_round"] == max(sw["fraction_of_round"])
+        assert sw["median_ms"] == pytest.approx(float(np.median(sw["ms"])))
+
+
+def test_nothing_is_retraced_across_round_switches(run):
+    for s in _sections(run):
+        traces = s["traces"]
+        assert traces["final"] >= 1
+        assert traces["retraces_after_first_epoch"] == traces["retraces_after_round1"] == 0
+        assert traces["same_function_throughout"]
+
+
+def test_total_wall_time_accounting(run):
+    for s in _sections(run):
+        t = s["total"]
+        assert t["imp_wall_s"] == pytest.approx(t["imp_fit_wall_s"] - t["peer_seconds_excluded"])
+        assert t["dense_trainings"] == len(t["dense_training_walls_s"]) == s["rounds"] + 1
+        assert t["dense_trainings_s"] == pytest.approx(sum(t["dense_training_walls_s"]))
+        assert t["ratio"] == pytest.approx(t["imp_wall_s"] / t["dense_trainings_s"])
+        assert 0 < t["imp_epochs_s"] < t["imp_wall_s"]
+        assert t["imp_outside_epochs_s"] == pytest.approx(t["imp_wall_s"] - t["imp_epochs_s"])
+        assert 0 <= t["imp_setup_s"] and 0 < t["imp_callback_epoch_end_s"]
+        assert t["imp_setup_s"] + t["imp_callback_epoch_end_s"] <= t["imp_outside_epochs_s"]
+
+
+def test_snapshot_memory_accounting(run):
+    for s in _sections(run):
+        m = s["memory"]
+        assert m["param_bytes"] == 4 * LENET_PARAMS
+        # θ0 and θk hold every state variable (kernels and biases) once.
+        assert m["theta0_bytes"] == m["theta_k_bytes"] == s["imp"]["state_variable_bytes"] == 4 * LENET_PARAMS
+        assert m["mask_bytes_per_replica"] == 4 * LENET_KERNELS
+        assert m["ratio"] == pytest.approx((2 * LENET_PARAMS + LENET_KERNELS) / LENET_PARAMS)
+        # tracemalloc sees what a snapshot holds (plus small Python objects).
+        assert m["snapshot_accounted_bytes"] == m["theta0_bytes"]
+        assert m["snapshot_accounted_bytes"] <= m["snapshot_measured_bytes"] < 1.05 * m["snapshot_accounted_bytes"]
+        assert m["replicas"] == s["replicas"]
+
+
+def test_report_names_every_figure(run, bench):
+    text = bench.format_report(run[0])
+    for name in bench.VARIANTS:
+        assert f"   {name} " in text
+    for heading in ("1. step throughput", "2. round switch", "tf.function traces",
+                    "3. total IMP wall", "4. host memory", "MirroredStrategy (2 replicas)"):
+        assert heading in text
+
+
+def test_bad_arguments_are_refused(bench):
+    with pytest.raises(SystemExit, match="Unknown model"):
+        bench.config_from_args(bench.parse_args(["--models", "lenet5"]))
+    with pytest.raises(ValueError, match="variants must include 'imp'"):
+        bench.run_benchmark(dict(bench.TINY, variants=["dense"]))
+
+
+def test_bypass_wrapper_ops_keeps_outputs_and_touches_imp_wrappers_only(tiny_data):
+    (x, y), _, _ = tiny_data
+    imp = kl.IMP(rounds=1, prune_rate=0.5)
+    model = compile_model(imp.wrap(small_mlp(seed=3)))
+    masks = {name: (np.arange(m.size).reshape(m.shape) % 2).astype("float32")
+             for name, m in kl.read_masks(model).items()}
+    kl.write_masks(model, masks)
+    stock = model(x[:8]).numpy()
+    steps = [int(w.pruning_step.numpy()) for w in pruned_layers(model)]
+    assert bypass_wrapper_ops(model) == 3
+    assert np.array_equal(model(x[:8]).numpy(), stock)
+    assert [int(w.pruning_step.numpy()) for w in pruned_layers(model)] == steps
+    restore_wrapper_ops(model)
+    assert all("call" not in w.__dict__ for w in pruned_layers(model))
+
+    schedule = tfmot.sparsity.keras.ConstantSparsity(0.5, begin_step=0)
+    other = tfmot.sparsity.keras.prune_low_magnitude(small_mlp(seed=3), pruning_schedule=schedule)
+    assert bypass_wrapper_ops(other) == 0
+    assert all("call" not in w.__dict__ for w in pruned_layers(other))
