@@ -591,6 +591,22 @@ def _layer_table(plain):
     return rows
 
 
+def _dense_stand_in(plain):
+    """The ticket with its zero kernel entries refilled by a fresh initialization.
+
+    Biases and every other weight are the ticket's, so the converter keeps
+    the same tensors (it drops all-zero biases, which would flatter the
+    dense sizes); only the zeros are gone. Good for sizes and latency.
+    """
+    dense = keras.models.clone_model(plain)  # fresh initializers
+    for layer, source in zip(dense.layers, plain.layers):
+        values = []
+        for fresh, kept in zip(layer.get_weights(), source.get_weights()):
+            values.append(np.where(kept == 0, fresh, kept) if kept.ndim >= 2 else kept)
+        layer.set_weights(values)
+    return dense
+
+
 def _accuracy(logits, y):
     y = np.asarray(y).reshape(-1)
     return float(np.mean(np.argmax(logits, axis=-1) == y))
@@ -630,9 +646,9 @@ def report(model, test_data, dense_model=None, representative_data=None, out_dir
       test_data: `(x_test, y_test)` arrays, integer labels; the models output
         logits or probabilities (argmax is taken).
       dense_model: the dense model to compare against (same architecture, e.g.
-        the round-0 network). If None, a freshly initialised copy of the
-        ticket's architecture is used: valid for sizes and latency only, so
-        dense accuracies are then left out.
+        the round-0 network). If None, the ticket with its pruned kernel
+        entries refilled from a fresh initialization stands in: valid for
+        sizes and latency only, so dense accuracies are then left out.
       representative_data: calibration inputs for the int8 variants (needed
         if `formats` has any).
       out_dir: folder for `ticket/`, `dense/` and `export_report.json`; a
@@ -671,7 +687,7 @@ def report(model, test_data, dense_model=None, representative_data=None, out_dir
         dense_plain = (strip_model(dense_model) if pruned_layers(dense_model)
                        else _without_training_state(dense_model))
     else:
-        dense_plain = keras.models.clone_model(plain)
+        dense_plain = _dense_stand_in(plain)
     keras_logits = plain.predict(x_test, batch_size=256, verbose=0)
     dense_logits = dense_plain.predict(x_test, batch_size=256, verbose=0)
     layers = _layer_table(plain)
@@ -729,8 +745,8 @@ def report(model, test_data, dense_model=None, representative_data=None, out_dir
             "num_threads": num_threads,
             "latency_repeats": repeats,
             "dense_reference": ("given dense model" if dense_given else
-                                "freshly initialised copy of the architecture (sizes and "
-                                "latency only; no dense accuracy)"),
+                                "the ticket with its zeros refilled from a fresh "
+                                "initialization (sizes and latency only; no dense accuracy)"),
             "test_examples": int(len(x_test)),
             "keras_accuracy": _accuracy(keras_logits, y_test),
             "dense_keras_accuracy": _accuracy(dense_logits, y_test) if dense_given else None,

@@ -33,8 +33,8 @@ def register(subparsers):
                    help="dataset for calibration / the report when RUN_OR_MODEL is a model file")
     p.add_argument("--data-dir", default=None, help="folder with Fashion-MNIST IDX .gz files")
     p.add_argument("--dense", default=None, metavar="MODEL",
-                   help="all: dense model file to compare against (default: a freshly "
-                   "initialised copy, for sizes and latency only)")
+                   help="all: dense model file to compare against (default: the ticket "
+                   "with its zeros refilled at random, for sizes and latency only)")
     p.add_argument("--repeats", type=int, default=50, help="all: timed TFLite runs per batch (default: %(default)s)")
     p.add_argument("--allow-dense", action="store_true",
                    help="export even a model that was never pruned (as a dense model)")
