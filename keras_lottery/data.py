@@ -178,6 +178,9 @@ _LOCAL_SOURCES = {
 }
 # names tfds does not know: always served locally.
 _LOCAL_ONLY = ("mnist1d",)
+# (name, data_dir, download) -> why tfds failed, so later splits of the same
+# dataset fall back at once instead of retrying (and re-logging) the download.
+_TFDS_FAILED = {}
 SOURCES = ("auto", "tfds", "local")
 
 
@@ -298,8 +301,9 @@ def load(name, split="train", batch_size=32, data_dir=None, source="auto", downl
       batch_size: examples per batch; None for an unbatched dataset.
       data_dir: tfds data folder (default ~/tensorflow_datasets); for the
         local Fashion-MNIST source, the folder holding the IDX files.
-      source: "auto" (tfds, then the local fallback), "tfds" (no fallback)
-        or "local" (never call tfds).
+      source: "auto" (tfds, then the local fallback; once tfds failed for a
+        dataset, later calls in the process go straight to the fallback),
+        "tfds" (always tfds, no fallback) or "local" (never call tfds).
       download: let tfds download a missing dataset.
       shuffle: shuffle examples; None shuffles only splits of "train".
       shuffle_buffer: size of the shuffle buffer.
@@ -337,6 +341,11 @@ def load(name, split="train", batch_size=32, data_dir=None, source="auto", downl
         raise ValueError(f"No local source for {name!r}; local sources: {sorted(_LOCAL_SOURCES)}. "
                          "Use source='auto' or 'tfds'.")
     info = None
+    failed_key = (key, data_dir, bool(download))
+    if use_tfds and source == "auto" and failed_key in _TFDS_FAILED:
+        logger.info("tfds.load(%r) already failed in this process (%s); using %s",
+                    name, _TFDS_FAILED[failed_key], local[1])
+        use_tfds = False
     if use_tfds:
         try:
             import tensorflow_datasets as tfds
@@ -365,6 +374,7 @@ def load(name, split="train", batch_size=32, data_dir=None, source="auto", downl
                         f"({sorted(_LOCAL_SOURCES)}).") from None
                 logger.warning("tfds.load(%r): no prepared copy in %s and no network (%s); "
                                "using %s", name, where, reason, local[1])
+                _TFDS_FAILED[failed_key] = reason
     if info is None:
         x, y, where = _local_arrays(local[0], split, data_dir if key == "fashion_mnist" else None,
                                     normalize, num_samples)

@@ -11,6 +11,13 @@ from keras_lottery import data
 tfds = pytest.importorskip("tensorflow_datasets")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_tfds_attempts():
+    data._TFDS_FAILED.clear()  # each test sees tfds tried afresh
+    yield
+    data._TFDS_FAILED.clear()
+
+
 def test_tfds_load_gives_a_batched_prefetched_normalized_pipeline():
     with tfds.testing.mock_data(num_examples=50):
         ds, info = data.load("fashion_mnist", split="train", batch_size=16, with_info=True)
@@ -61,6 +68,11 @@ def test_offline_download_error_becomes_a_log_line_not_a_traceback(monkeypatch, 
         ds, info = data.load("fashion_mnist", split="train[:1%]", batch_size=None, with_info=True)
     assert "no prepared copy" in caplog.text and "no network" in caplog.text
     assert info.num_examples == 600 and ds.element_spec[0].shape.as_list() == [28, 28, 1]
+    # the next split of the same dataset does not try tfds again
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="keras_lottery"):
+        data.load("fashion_mnist", split="test[:1%]", batch_size=None)
+    assert "already failed in this process" in caplog.text
     # no local source: a clear error that says what to do, not the raw ModuleNotFoundError
     with pytest.raises(data.DataUnavailableError, match="no prepared copy.*tfds build cifar10"):
         data.load("cifar10")
