@@ -97,3 +97,19 @@ def test_cli_tune_quiet_prints_only_the_table(tmp_path, capsys):
     assert summary["best"]["metrics"]["weights_remaining"] == pytest.approx(0.5, abs=0.01)
     assert os.path.exists(os.path.join(tmp_path, "cli", "trial_0", "ticket.keras"))
     assert main(["tune", "--target", "2"]) == 2
+
+
+def test_hyperband_budget_is_epochs_per_round(tmp_path):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(180, 40)).astype("float32")
+    y = np.argmax(x @ rng.normal(size=(40, 10)), axis=1).astype("int64")
+    tuner = tuning.TicketHyperband(
+        _build, target_weights_remaining=0.5, prune_rates=[0.5], rewinds=["0it"],
+        learning_rate=1e-2, max_epochs=2, factor=2, hyperband_iterations=1, seed=0,
+        directory=str(tmp_path), project_name="hb")
+    tuner.search(x[:120], y[:120], validation_data=(x[120:], y[120:]), batch_size=60, verbose=0)
+    rows = [r for r in tuner.results() if r["status"] == "COMPLETED"]
+    assert rows and {r["epochs_per_round"] for r in rows} == {1, 2}
+    for row in rows:
+        report = json.load(open(os.path.join(tmp_path, "hb", f"trial_{row['trial']}", "imp_report.json")))
+        assert [h["epochs"] for h in report["history"]] == [row["epochs_per_round"]] * 2
