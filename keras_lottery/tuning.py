@@ -128,6 +128,8 @@ class TicketSearchMixin:
         start from the same initialisation.
       save_tickets: save each trial's wrapped model as `ticket.keras` in its
         trial folder (needed by `get_best_models`).
+      tensorboard_dir: optional folder; each trial writes its IMP TensorBoard
+        logs to `tensorboard_dir/trial_<id>` (see `keras_lottery.tensorboard`).
       **tuner_kwargs: passed to the keras-tuner class (max_trials,
         directory, project_name, overwrite, max_epochs for Hyperband, ...).
 
@@ -140,7 +142,7 @@ class TicketSearchMixin:
                  prune_rates=None, rounds=(2, 4), rewinds=("0it", "1ep"),
                  learning_rate=(1e-4, 1e-2), epochs_per_round=2, optimizer="adam",
                  loss=None, metrics=("accuracy",), scope="layerwise", output_layer_rate=None,
-                 seed=0, save_tickets=True, **tuner_kwargs):
+                 seed=0, save_tickets=True, tensorboard_dir=None, **tuner_kwargs):
         if not callable(build_model):
             raise ValueError(f"build_model must be a callable hp -> model, got {build_model!r}.")
         target = float(target_weights_remaining)
@@ -176,6 +178,7 @@ class TicketSearchMixin:
         self.output_layer_rate = output_layer_rate
         self.seed = seed
         self.save_tickets = save_tickets
+        self.tensorboard_dir = None if tensorboard_dir is None else os.fspath(tensorboard_dir)
         self._search_started = None
         self._trials_run = 0
         hypermodel = _TicketHyperModel(build_model, rates, rewinds, (float(low), float(high)))
@@ -246,7 +249,9 @@ class TicketSearchMixin:
                                   prefix=f"trial {trial.trial_id}")
         model.fit(x, y, epochs=epochs, validation_data=validation_data, verbose=0,
                   callbacks=imp.callbacks(test_data=test_data, report_dir=trial_dir, verbose=0,
-                                          run_config=dict(settings, trial_id=trial.trial_id))
+                                          run_config=dict(settings, trial_id=trial.trial_id),
+                                          tensorboard_dir=None if self.tensorboard_dir is None else
+                                          os.path.join(self.tensorboard_dir, f"trial_{trial.trial_id}"))
                   + [progress] + list(callbacks or []),
                   **fit_kwargs)
         if self.save_tickets:

@@ -88,7 +88,8 @@ def test_cli_tune_quiet_prints_only_the_table(tmp_path, capsys):
 
     code = main(["tune", "--num-samples", "300", "--target", "0.5", "--rounds", "1",
                  "--rewinds", "0it", "--max-trials", "1", "--epochs-per-round", "1",
-                 "--out", str(tmp_path), "--project", "cli", "--quiet"])
+                 "--out", str(tmp_path), "--project", "cli", "--quiet",
+                 "--tensorboard", str(tmp_path / "tb")])
     out = capsys.readouterr().out
     assert code == 0
     assert "best: trial 0: prune_rate 0.5000 x 1 rounds" in out
@@ -96,6 +97,7 @@ def test_cli_tune_quiet_prints_only_the_table(tmp_path, capsys):
     summary = json.load(open(os.path.join(tmp_path, "cli", "best_ticket.json")))
     assert summary["best"]["metrics"]["weights_remaining"] == pytest.approx(0.5, abs=0.01)
     assert os.path.exists(os.path.join(tmp_path, "cli", "trial_0", "ticket.keras"))
+    assert os.listdir(tmp_path / "tb" / "trial_0" / "rounds")  # per-trial TensorBoard events
     assert main(["tune", "--target", "2"]) == 2
 
 

@@ -66,6 +66,8 @@ def register(subparsers):
     p.add_argument("--out", default="tuning", help="keras-tuner directory (default: %(default)s)")
     p.add_argument("--project", default=None, help="project name inside OUT (default: MODEL-DATASET-TARGET)")
     p.add_argument("--overwrite", action="store_true", help="start the search afresh instead of resuming")
+    p.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="TensorBoard logs of every trial's rounds in DIR/trial_<id>")
     p.add_argument("--quiet", action="store_true", help="print only the final table")
     p.set_defaults(func=tune)
     return p
@@ -113,7 +115,8 @@ def tune(args):
     kwargs = dict(objective=args.objective, rewinds=args.rewinds,
                   learning_rate=(args.lr_min, args.lr_max), epochs_per_round=args.epochs_per_round,
                   optimizer=args.optimizer, scope=args.scope, output_layer_rate=args.output_rate,
-                  seed=args.seed, directory=args.out, project_name=project, overwrite=args.overwrite)
+                  seed=args.seed, directory=args.out, project_name=project, overwrite=args.overwrite,
+                  tensorboard_dir=args.tensorboard)
     if args.prune_rates is not None:
         kwargs["prune_rates"] = args.prune_rates
     else:
