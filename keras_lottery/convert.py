@@ -114,6 +114,11 @@ def _convert_object(value, where):
     return {k: _convert_object(v, where) for k, v in value.items()}
 
 
+# Keras 3 configs resolve some defaults that tf_keras layers only imply:
+# an unknown option with one of these values changes nothing.
+_IMPLICIT_DEFAULTS = {"data_format": ("channels_last",)}
+
+
 def _same(a, b):
     try:
         return bool(a == b)
@@ -129,7 +134,8 @@ def _filter_kwargs(cls, config, where, source_cls=None):
     for key, value in config.items():
         if key in allowed:
             kept[key] = value
-        elif not _is_empty(value) and not (key in defaults and _same(defaults[key], value)):
+        elif (not _is_empty(value) and not (key in defaults and _same(defaults[key], value))
+              and value not in _IMPLICIT_DEFAULTS.get(key, ())):
             raise ConversionError(
                 f"{where}: option {key}={value!r} has no tf_keras equivalent in "
                 f"{cls.__name__}; remove it from the Keras 3 model or build the layer with tf_keras.")
@@ -249,6 +255,9 @@ def _convert_functional(model):
         for node_index, node in enumerate(entry.get("inbound_nodes", [])):
             args = _resolve(node.get("args", []), tensors)
             kwargs = _resolve(node.get("kwargs", {}), tensors)
+            # Keras 3 records the `training` default it saw while building
+            # (e.g. True for RandomFlip); passed on, tf_keras would pin it.
+            kwargs.pop("training", None)
             try:
                 outputs = new(*args, **kwargs)
             except Exception as err:

@@ -125,3 +125,21 @@ def test_tf_keras_model_passes_through_and_nonmodel_is_refused():
     assert to_tf_keras(model) is model
     with pytest.raises(TypeError, match="Keras 3 or tf_keras model"):
         to_tf_keras("model.keras")
+
+
+def test_augmentation_stays_off_at_inference_and_adapted_state_is_copied():
+    # Keras 3 records training=True in a RandomFlip node; passing it on would
+    # make the tf_keras model flip at inference too.
+    norm = keras3.layers.Normalization()
+    norm.adapt(np.random.default_rng(0).normal(3.0, 2.0, size=(64, 6, 6, 2)).astype("float32"))
+    inputs = keras3.Input((6, 6, 2))
+    x = keras3.layers.RandomFlip()(norm(inputs))
+    y = keras3.layers.Conv2D(3, 3, padding="same")(x)
+    z = keras3.layers.Add()([y, keras3.layers.Conv2D(3, 1)(x)])
+    outputs = keras3.layers.Dense(2)(keras3.layers.GlobalAveragePooling2D()(z))
+    k3 = keras3.Model(inputs, outputs)
+    model = to_tf_keras(k3)
+    x = np.random.default_rng(1).normal(size=(5, 6, 6, 2)).astype("float32")
+    for _ in range(3):  # a random flip would show up in some of these
+        np.testing.assert_allclose(model(x, training=False).numpy(), np.asarray(k3(x, training=False)),
+                                   rtol=1e-5, atol=1e-5)
