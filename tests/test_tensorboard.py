@@ -1,6 +1,7 @@
 """TensorBoard event files of an IMP run hold a point per round and the mask histograms."""
 
 import glob
+import logging
 import os
 
 import numpy as np
@@ -22,6 +23,15 @@ def _read_events(folder):
     return found
 
 
+class _ListHandler(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
 @pytest.fixture(scope="module")
 def tb_run(tmp_path_factory):
     rng = np.random.default_rng(0)
@@ -30,16 +40,22 @@ def tb_run(tmp_path_factory):
     log_dir = str(tmp_path_factory.mktemp("tb"))
     imp = kl.IMP(rounds=2, prune_rate=0.5)
     model = compile_model(imp.wrap(small_mlp(seed=0)))
+    lines = _ListHandler()
+    progress_log = logging.getLogger("keras_lottery.test_progress")
+    progress_log.addHandler(lines)
+    progress_log.setLevel(logging.INFO)
+    progress = kl.ProgressLogger(epochs_per_round=1, rounds=2, log=progress_log)
     model.fit(x[:240], y[:240], batch_size=60, epochs=imp.epochs(per_round=1),
               validation_data=(x[240:], y[240:]), verbose=0,
-              callbacks=imp.callbacks(test_data=(x[240:], y[240:]), verbose=0,
-                                      tensorboard_dir=log_dir))
+              callbacks=[progress] + imp.callbacks(test_data=(x[240:], y[240:]), verbose=0,
+                                                   tensorboard_dir=log_dir))
+    progress_log.removeHandler(lines)
     return imp, log_dir, _read_events(os.path.join(log_dir, "rounds")), \
-        _read_events(os.path.join(log_dir, "epochs"))
+        _read_events(os.path.join(log_dir, "epochs")), lines.messages
 
 
 def test_round_scalars_match_the_history(tb_run):
-    imp, _, rounds, _ = tb_run
+    imp, _, rounds, _, _ = tb_run
     assert len(imp.history) == 3
     for row in imp.history:
         assert float(rounds["imp/weights_remaining"][row.round]) == pytest.approx(row.weights_remaining)
@@ -52,7 +68,7 @@ def test_round_scalars_match_the_history(tb_run):
 
 
 def test_mask_histograms_show_the_masks_each_round_trained_with(tb_run):
-    _, _, rounds, _ = tb_run
+    _, _, rounds, _, _ = tb_run
     hist = rounds["masks/fc1/kernel"]
     assert sorted(hist) == [0, 1, 2]
     # a TF2 histogram is rows of (left edge, right edge, count)
@@ -67,7 +83,7 @@ def test_mask_histograms_show_the_masks_each_round_trained_with(tb_run):
 
 
 def test_epoch_summaries_from_tfmot_on_a_monotonic_step(tb_run):
-    _, _, _, epochs = tb_run
+    _, _, _, epochs, _ = tb_run
     sparsity = [tag for tag in epochs if tag.endswith("/sparsity")]
     assert sparsity, sorted(epochs)
     assert not [tag for tag in epochs if tag.endswith("/threshold")]
@@ -77,3 +93,14 @@ def test_epoch_summaries_from_tfmot_on_a_monotonic_step(tb_run):
     values = [float(points[s]) for s in steps]
     assert values[0] == pytest.approx(0.0) and values[-1] > values[1] > 0.0
     assert any(tag.startswith("epoch_") for tag in epochs)  # Keras TensorBoard's own curves
+
+
+def test_progress_lines_name_round_epoch_and_eta(tb_run):
+    _, _, _, _, lines = tb_run
+    assert len(lines) == 3
+    for i, line in enumerate(lines):
+        assert line.startswith(f"round {i}/2 · epoch 1/1 ({i + 1}/3) · loss ")
+        assert "val_accuracy" in line and "elapsed · ETA" in line
+    assert lines[-1].endswith("ETA 0s")
+    assert kl.progress.format_duration(3725) == "1h02m" and kl.progress.format_duration(65) == "1m05s"
+    assert kl.progress.eta_seconds(10.0, 2, 6) == pytest.approx(20.0)
