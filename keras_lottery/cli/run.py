@@ -67,6 +67,9 @@ def register(subparsers):
     p.add_argument("--tensorboard", default=None, metavar="DIR",
                    help="write TensorBoard logs to DIR: a point per round (weights remaining, "
                    "accuracies, early-stop iteration), mask histograms, per-epoch curves")
+    p.add_argument("--resume", action="store_true",
+                   help="checkpoint every finished round to OUT/resume; started again with the "
+                   "same command, a killed run continues from its last finished round")
     p.add_argument("--quiet", action="store_true", help="print only the final table")
     p.set_defaults(func=run)
     return p
@@ -145,6 +148,7 @@ def run(args):
                  else keras.optimizers.SGD(args.lr, momentum=0.9))
     model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"])
     config = {k: v for k, v in vars(args).items() if k not in ("func", "quiet", "command")}
+    resume_dir = os.path.join(args.out, "resume") if getattr(args, "resume", False) else None
     logger.info("IMP: %s on %s, %d rounds x %d epochs, %d training examples -> %s",
                 args.model, args.dataset, args.rounds + 1, args.epochs_per_round, len(x), args.out)
     model.fit(x, y, batch_size=args.batch_size, epochs=epochs, validation_data=val,
@@ -153,7 +157,9 @@ def run(args):
               + imp.callbacks(test_data=test, report_dir=args.out,
                               verbose=0 if args.quiet else 1, run_config=config,
                               eval_every=args.eval_every, validation_data=val,
-                              tensorboard_dir=args.tensorboard),
+                              tensorboard_dir=args.tensorboard,
+                              resume_dir=resume_dir),
+              initial_epoch=imp.initial_epoch() if resume_dir else 0,
               verbose=0, shuffle=True)
     model.save(os.path.join(args.out, "wrapped_model.keras"))
     kl.save_ticket(os.path.join(args.out, "ticket"), model, imp, config=config)  # ticket.npz + ticket.json
