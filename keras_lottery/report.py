@@ -36,6 +36,13 @@ TABLE_COLUMNS = [
 ]
 
 
+def _umask_mode():
+    """0o666 minus the process umask: what open() would give a new file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write(path, data, mode="w"):
     """Writes `data` to `path` via a temporary file in the same folder + rename."""
     path = os.fspath(path)
@@ -45,6 +52,7 @@ def atomic_write(path, data, mode="w"):
     try:
         with os.fdopen(fd, mode) as f:
             f.write(data)
+        os.chmod(tmp, _umask_mode())  # mkstemp makes 0600 files; reports are for sharing
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -155,18 +163,7 @@ def plot_history(rows, path, title=None, series=None):
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return _save_figure(fig, path, metadata={"Series": ",".join(all_series)})
 
 
 # -- several runs: seeds x (ticket, controls) ------------------------------------
@@ -350,6 +347,7 @@ def _save_figure(fig, path, metadata=None):
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=110, metadata=metadata)
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     finally:
         plt.close(fig)
