@@ -279,7 +279,8 @@ class ControlCallback(IMPCallback):
 
     def __init__(self, kind, recorder, seed=0, test_data=None, report_dir=None, verbose=0,
                  run_config=None, eval_every=None, validation_data=None):
-        (kind,) = parse_controls([kind]) or (None,)
+        if kind not in CONTROLS:
+            raise ValueError(f"Unknown control {kind!r}; choose one of {list(CONTROLS)}.")
         ticket = recorder.imp_callback
         missing = [r for r in range(1, ticket.schedule.rounds + 1) if r not in recorder.masks]
         if missing:

@@ -15,8 +15,6 @@ import logging
 import os
 import time
 
-import tensorflow_model_optimization as tfmot  # noqa: F401  (registers wrappers)
-
 from keras_lottery import controls as controls_lib
 from keras_lottery import report as report_lib
 from keras_lottery._keras import keras
