@@ -95,6 +95,11 @@ def run_seeds(args):
     kinds = controls.parse_controls(args.controls)
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}.")
+    ignored = [flag for flag, on in (("--resume", getattr(args, "resume", False)),
+                                     ("--tensorboard", getattr(args, "tensorboard", None))) if on]
+    if ignored:
+        logger.warning("%s apply to single runs; with --seeds/--controls a rerun of the same "
+                       "command skips the seeds that finished instead.", " and ".join(ignored))
     seeds = range(args.seed, args.seed + (args.seeds or 1))
     train, val, test = load_data(args)
     num_classes = int(train[1].max()) + 1
