@@ -124,13 +124,15 @@ class TicketSearchMixin:
       metrics: compiled metrics (default ["accuracy"]).
       scope: "layerwise" or "global" ranking.
       output_layer_rate: per-round rate of the output layer (None: same rate).
-      seed: seed set before every trial's model is built, so all trials
-        start from the same initialisation.
+      init_seed: seed set before every trial's model is built, so all trials
+        start from the same initialisation (None: not set). keras-tuner's
+        own `seed` (the oracle's, fixing the sequence of trials) passes
+        through with the other tuner arguments.
       save_tickets: save each trial's wrapped model as `ticket.keras` in its
         trial folder (needed by `get_best_models`).
       tensorboard_dir: optional folder; each trial writes its IMP TensorBoard
         logs to `tensorboard_dir/trial_<id>` (see `keras_lottery.tensorboard`).
-      **tuner_kwargs: passed to the keras-tuner class (max_trials,
+      **tuner_kwargs: passed to the keras-tuner class (max_trials, seed,
         directory, project_name, overwrite, max_epochs for Hyperband, ...).
 
     Raises:
@@ -142,7 +144,7 @@ class TicketSearchMixin:
                  prune_rates=None, rounds=(2, 4), rewinds=("0it", "1ep"),
                  learning_rate=(1e-4, 1e-2), epochs_per_round=2, optimizer="adam",
                  loss=None, metrics=("accuracy",), scope="layerwise", output_layer_rate=None,
-                 seed=0, save_tickets=True, tensorboard_dir=None, **tuner_kwargs):
+                 init_seed=0, save_tickets=True, tensorboard_dir=None, **tuner_kwargs):
         if not callable(build_model):
             raise ValueError(f"build_model must be a callable hp -> model, got {build_model!r}.")
         target = float(target_weights_remaining)
@@ -176,7 +178,7 @@ class TicketSearchMixin:
         self._ticket_metrics = list(metrics)
         self.scope = scope
         self.output_layer_rate = output_layer_rate
-        self.seed = seed
+        self.init_seed = init_seed
         self.save_tickets = save_tickets
         self.tensorboard_dir = None if tensorboard_dir is None else os.fspath(tensorboard_dir)
         self._search_started = None
@@ -232,8 +234,8 @@ class TicketSearchMixin:
         if rewind.unit == "ep" and rewind.value > settings["epochs_per_round"]:
             raise kt.errors.FailedTrialError(
                 f"rewind {rewind} is past round 0 ({settings['epochs_per_round']} epochs).")
-        if self.seed is not None:
-            keras.utils.set_random_seed(self.seed)
+        if self.init_seed is not None:
+            keras.utils.set_random_seed(self.init_seed)
         model = self.hypermodel.build(hp)
         imp = kl.IMP(rounds=settings["rounds"], prune_rate=settings["prune_rate"],
                      rewind=settings["rewind"], scope=self.scope,

@@ -62,7 +62,9 @@ def register(subparsers):
                    help="per-round rate of the output layer (default: same as the others)")
     p.add_argument("--objective", default="val_accuracy",
                    help="final-round metric to optimize: val_accuracy, val_loss, ... (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="initialisation seed, the same for every trial (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the initialisation (the same for every trial), the data order "
+                   "and keras-tuner's choice of trials (default: %(default)s)")
     p.add_argument("--out", default="tuning", help="keras-tuner directory (default: %(default)s)")
     p.add_argument("--project", default=None, help="project name inside OUT (default: MODEL-DATASET-TARGET)")
     p.add_argument("--overwrite", action="store_true", help="start the search afresh instead of resuming")
@@ -115,7 +117,7 @@ def tune(args):
     kwargs = dict(objective=args.objective, rewinds=args.rewinds,
                   learning_rate=(args.lr_min, args.lr_max), epochs_per_round=args.epochs_per_round,
                   optimizer=args.optimizer, scope=args.scope, output_layer_rate=args.output_rate,
-                  seed=args.seed, directory=args.out, project_name=project, overwrite=args.overwrite,
+                  init_seed=args.seed, seed=args.seed, directory=args.out, project_name=project, overwrite=args.overwrite,
                   tensorboard_dir=args.tensorboard)
     if args.prune_rates is not None:
         kwargs["prune_rates"] = args.prune_rates
