@@ -105,9 +105,14 @@ def main(argv=None):
     if args.hang_at:
         callbacks.append(_hang_callback(args.hang_at, os.path.join(args.out, "hanging")))
     start = imp.initial_epoch() if resume_dir else 0
+    # Shuffled every epoch, but epoch e's order depends only on (seed, e), so a
+    # resumed run sees the batches an uninterrupted one sees.
+    data, steps = kl.controls.ordered_batches(x, y, GLOBAL_BATCH, seed=0, start_epoch=start)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     fit_started = time.perf_counter()
-    model.fit(x, y, batch_size=GLOBAL_BATCH, epochs=epochs, validation_data=val,
-              callbacks=callbacks, initial_epoch=start, shuffle=False, verbose=0)
+    model.fit(data.with_options(options), steps_per_epoch=steps, epochs=epochs,
+              validation_data=val, callbacks=callbacks, initial_epoch=start, verbose=0)
 
     arrays = {f"mask:{k}": v for k, v in kl.read_masks(model).items()}
     arrays.update({f"weight:{i}": v.numpy() for i, v in enumerate(model.weights)})
