@@ -74,3 +74,27 @@ def test_resume_under_mirrored_strategy_restores_every_replica(tiny_data, tmp_pa
             np.testing.assert_array_equal(component.numpy(), masks[w.name])
         for component in _component_variables(w.weight):
             np.testing.assert_array_equal(component.numpy(), w.weight.numpy())
+
+
+def test_controls_and_export_of_a_ticket_found_under_mirrored_strategy(tiny_data, tmp_path):
+    (x, y), _, _ = tiny_data
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        imp = kl.IMP(rounds=2, prune_rate=0.5, rewind="2it")
+        model = _compile(imp.wrap(small_mlp(0)))
+    data, steps = kl.controls.ordered_batches(x, y, 40, seed=0)
+    epochs = imp.epochs(per_round=1)
+    callbacks = imp.callbacks(verbose=0)
+    recorder = kl.controls.TicketRecorder(callbacks)
+    model.fit(data, steps_per_epoch=steps, epochs=epochs, callbacks=callbacks + [recorder],
+              verbose=0)
+    control = kl.controls.train_control("random", model, recorder, x, y, batch_size=40,
+                                        data_seed=0)
+    assert [(r.round, r.weights_remaining) for r in control.history] == [(1, 0.5), (2, 0.25)]
+    path = str(tmp_path / "ticket.keras")
+    kl.export.keras_file(model, path)
+    plain = keras.models.load_model(path)
+    for name, mask in kl.read_masks(model).items():
+        kernel = plain.get_layer(name.split("/")[0]).kernel.numpy()
+        np.testing.assert_array_equal(kernel == 0, mask == 0)
+    np.testing.assert_allclose(plain(x[:8]).numpy(), model(x[:8]).numpy(), rtol=1e-6, atol=1e-6)
