@@ -660,7 +660,7 @@ def search_rewind_point(model, train_data, eval_data, candidates, epochs, batch_
             progress(f"rewind {label} (k={k}): instability {100 * result.instability:.2f} pp, "
                      f"accuracy {100 * result.accuracy:.2f}%")
     chosen = earliest_stable(rows, threshold)
-    remaining = masks_lib.overall_weights_remaining(start) if masks is not None else 1.0
+    remaining = masks_lib.overall_weights_remaining(start)
     return RewindSearchResult(rows=rows, chosen=None if chosen is None else chosen["rewind"],
                               threshold=float(threshold), weights_remaining=float(remaining),
                               dense_accuracy=float(dense_acc), total_steps=int(total))
