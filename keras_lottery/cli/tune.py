@@ -117,7 +117,8 @@ def tune(args):
     kwargs = dict(objective=args.objective, rewinds=args.rewinds,
                   learning_rate=(args.lr_min, args.lr_max), epochs_per_round=args.epochs_per_round,
                   optimizer=args.optimizer, scope=args.scope, output_layer_rate=args.output_rate,
-                  init_seed=args.seed, seed=args.seed, directory=args.out, project_name=project, overwrite=args.overwrite,
+                  init_seed=args.seed, seed=args.seed + 1,  # keras-tuner takes a seed of 0 for "none"
+                  directory=args.out, project_name=project, overwrite=args.overwrite,
                   tensorboard_dir=args.tensorboard)
     if args.prune_rates is not None:
         kwargs["prune_rates"] = args.prune_rates
