@@ -253,3 +253,23 @@ def test_short_example_runs(tmp_path):
     assert all(r["instability"] >= 0 for r in rows)
     for name in ("tickets.png", "paths.png", "instability.png", "comparison.csv", "stability.json"):
         assert (out / name).stat().st_size > 0
+
+
+def test_cli_stability(tmp_path, capsys):
+    from keras_lottery.cli import main
+
+    out = tmp_path / "stab"
+    code = main(["stability", "--num-samples", "400", "--epochs", "1", "--batch-size", "40",
+                 "--candidates", "0it,3it", "--points", "3", "--weights-remaining", "0.5",
+                 "--bn-examples", "0", "--optimizer", "adam", "--lr", "0.002", "--quiet",
+                 "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "earliest stable" in printed
+    payload = json.loads((out / "stability.json").read_text())
+    assert [r["rewind"] for r in payload["rows"]] == ["0it", "3it"]
+    assert payload["weights_remaining"] == pytest.approx(0.5, abs=0.01)
+    assert payload["total_steps"] == 8  # 320 training examples / 40
+    assert (out / "instability.png").stat().st_size > 0 and (out / "paths.png").stat().st_size > 0
+    assert main(["stability", "--seeds", "1", "--num-samples", "400", "--out", str(out)]) == 2
+    assert "two different integers" in capsys.readouterr().err

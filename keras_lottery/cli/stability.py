@@ -95,6 +95,8 @@ def run(args):
     started = time.perf_counter()
     candidates = [c.strip() for c in args.candidates.split(",") if c.strip()]
     seeds = [int(s) for s in args.seeds.split(",")]
+    if len(seeds) != 2 or seeds[0] == seeds[1]:
+        raise ValueError(f"--seeds must be two different integers such as 1,2; got {args.seeds!r}.")
     if args.epochs < 1:
         raise ValueError(f"--epochs must be >= 1, got {args.epochs}.")
     train, test = _load(args)
