@@ -19,7 +19,6 @@ stability.json, tickets.png, paths.png, instability.png, summary.json.
 """
 
 import argparse
-import json
 import os
 import sys
 import time

@@ -278,6 +278,10 @@ def evaluate_path(model_a, model_b, x, y, num_points=DEFAULT_POINTS, bn_data=Non
 
     Raises:
       ValueError: for num_points < 2 or models of different structure.
+
+    Example:
+      >>> path = evaluate_path(net_a, net_b, x_test, y_test, bn_data=x[:2048])  # doctest: +SKIP
+      >>> path.barrier, path.errors[len(path.errors) // 2]                      # doctest: +SKIP
     """
     if isinstance(num_points, bool) or int(num_points) != num_points or num_points < 2:
         raise ValueError(f"num_points must be an integer >= 2, got {num_points!r}.")
@@ -417,6 +421,11 @@ def instability_analysis(model, train_data, eval_data, steps, seeds=(1, 2), batc
 
     Raises:
       ValueError: for equal seeds or bad steps / num_points.
+
+    Example:
+      >>> res = instability_analysis(ticket_at_k, (x, y), (xt, yt), steps=T - k,
+      ...                            start_step=k, compile_fn=my_compile)  # doctest: +SKIP
+      >>> res.instability < DEFAULT_THRESHOLD   # stable at k?           # doctest: +SKIP
     """
     seeds = [int(s) for s in seeds]
     if len(seeds) != 2 or seeds[0] == seeds[1]:
@@ -598,7 +607,8 @@ def search_rewind_point(model, train_data, eval_data, candidates, epochs, batch_
       threshold: stability threshold on the error barrier (0.02 = 2 points).
       analyze: optional replacement for `instability_analysis` (same signature),
         e.g. to reuse cached results.
-      progress: optional callable(str) for one line per finished candidate.
+      progress: optional callable(str) for one line per finished candidate
+        (default: the "keras_lottery" logger at INFO level).
 
     Returns:
       A `RewindSearchResult`.
@@ -606,6 +616,12 @@ def search_rewind_point(model, train_data, eval_data, candidates, epochs, batch_
     Raises:
       ValueError: for no candidates, a candidate past the end of training,
         both masks and weights_remaining, or a bad fraction.
+
+    Example:
+      >>> search = search_rewind_point(model, (x, y), (xt, yt), ["0it", "100it", "1ep"],
+      ...                              epochs=4, compile_fn=my_compile,
+      ...                              masks=read_masks(ticket))   # doctest: +SKIP
+      >>> print(search.table()); search.chosen                     # doctest: +SKIP
     """
     if not candidates:
         raise ValueError("Give at least one candidate rewind point, e.g. ['0it', '100it', '1ep'].")
@@ -656,9 +672,9 @@ def search_rewind_point(model, train_data, eval_data, candidates, epochs, batch_
                      "accuracy": float(result.accuracy), "pruning_distance": distance,
                      "errors": list(result.path.errors), "alphas": list(result.path.alphas),
                      "seconds": float(result.seconds)})
-        if progress:
-            progress(f"rewind {label} (k={k}): instability {100 * result.instability:.2f} pp, "
-                     f"accuracy {100 * result.accuracy:.2f}%")
+        (progress or logger.info)(
+            f"rewind {label} (k={k}): instability {100 * result.instability:.2f} pp, "
+            f"accuracy {100 * result.accuracy:.2f}%")
     chosen = earliest_stable(rows, threshold)
     remaining = masks_lib.overall_weights_remaining(start)
     return RewindSearchResult(rows=rows, chosen=None if chosen is None else chosen["rewind"],
