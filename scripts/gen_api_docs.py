@@ -59,7 +59,7 @@ def _signature(obj, name):
 
 
 def _block(text):
-    """A docstring as Markdown: section headers bold, the rest verbatim in a code block."""
+    """A docstring as Markdown: verbatim in a text block, so Args / Returns / Example keep their layout."""
     if not text:
         return "*(no docstring)*\n"
     return "```text\n" + text + "\n```\n"
