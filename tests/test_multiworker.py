@@ -74,3 +74,41 @@ def test_only_the_chief_writes_reports_and_checkpoints(workers):
     assert os.path.exists(os.path.join(out, "ckpt-worker0", "imp_checkpoint.json"))
     assert not os.path.exists(os.path.join(out, "report-worker1"))
     assert not os.path.exists(os.path.join(out, "ckpt-worker1"))
+
+
+def _start_workers(out, cluster, *flags, log_name):
+    return [imp_job.start(out, "--multi-worker", "--deterministic", *flags,
+                          env={"TF_CONFIG": json.dumps({"cluster": cluster,
+                                                        "task": {"type": "worker", "index": i}})},
+                          log_name=f"{log_name}{i}")
+            for i in range(2)]
+
+
+@pytest.mark.skipif(os.environ.get("KL_SLOW_TESTS") != "1",
+                    reason="about 1.5 min of CPU: set KL_SLOW_TESTS=1 to run it")
+def test_killed_multiworker_run_resumes_like_uninterrupted(workers, tmp_path):
+    """Both workers SIGKILLed inside round 2 and started again with the same
+    command (same TF_CONFIG, a shared resume_dir) end bit-identical to the
+    uninterrupted two-worker run."""
+    _, results = workers
+    out = str(tmp_path)
+    cluster = {"worker": [f"127.0.0.1:{imp_job.free_port()}" for _ in range(2)]}
+    flags = ("--resume-dir", os.path.join(out, "ckpt"))
+    procs = _start_workers(out, cluster, *flags, "--hang-at", "mid:2:3", log_name="killed")
+    try:
+        imp_job.wait_for(os.path.join(out, "hanging"), procs[0])
+        for proc in procs:
+            imp_job.kill(proc)
+        procs += _start_workers(out, cluster, *flags, log_name="resumed")
+        for proc in procs[2:]:
+            imp_job.finish(proc)
+    finally:
+        for proc in procs:
+            imp_job.kill(proc)
+    for index in range(2):
+        arrays, info = imp_job.load(out, f"worker{index}")
+        assert info["initial_epoch"] == 2 * imp_job.EPOCHS_PER_ROUND
+        want, want_info = results[f"worker{index}"]
+        for key, value in want.items():
+            np.testing.assert_array_equal(arrays[key], value, err_msg=key)
+        assert info["history"] == want_info["history"]
