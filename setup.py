@@ -18,11 +18,17 @@ setup(
         "ai-edge-litert",
     ],
     extras_require={
-        "test": ["pytest"],
         # keras_lottery.data.load (tfds), keras_lottery.tuning, keras_lottery.tensorboard
         "tfds": ["tensorflow-datasets>=4.9"],
         "tuning": ["keras-tuner>=1.4,<1.5"],
         "tensorboard": ["tensorboard>=2.16"],
+        # the test suite exercises every optional integration
+        "test": [
+            "pytest",
+            "tensorflow-datasets>=4.9",
+            "keras-tuner>=1.4,<1.5",
+            "tensorboard>=2.16",
+        ],
     },
     entry_points={"console_scripts": ["keras-lottery=keras_lottery.cli:main"]},
 )
