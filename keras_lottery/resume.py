@@ -163,9 +163,10 @@ def _slot_name(name, optimizer):
     or by an explicit `build`), not on what it holds.
     """
     for opt in (optimizer, getattr(optimizer, "inner_optimizer", None)):
-        prefix = f"{getattr(opt, 'name', None)}/"
-        if opt is not None and name.startswith(prefix):
-            return name[len(prefix):]
+        for attr in ("name", "_name"):
+            scope = getattr(opt, attr, None)
+            if isinstance(scope, str) and scope and name.startswith(scope + "/"):
+                return name[len(scope) + 1:]
     return name
 
 
@@ -193,7 +194,7 @@ class RoundCheckpoint(keras.callbacks.Callback):
 
     Raises:
       TypeError: if `imp_callback` is not an `IMPCallback`.
-      ValueError: (when fit starts) if the checkpoint in `resume_dir` belongs to
+      ValueError: for an empty `resume_dir`; when fit starts, if the checkpoint in `resume_dir` belongs to
         a run with other settings or another model.
       RuntimeError: if fit starts at another epoch than the checkpoint's
         (pass `initial_epoch=imp.initial_epoch()`), or the callback order is wrong.

@@ -178,3 +178,31 @@ def test_no_checkpoint_means_start_at_zero(tmp_path):
     imp = kl.IMP(rounds=1, prune_rate=0.5)
     with pytest.raises(ValueError, match="resume_dir"):
         imp.initial_epoch()
+
+
+def test_legacy_optimizer_resumes_after_a_shortened_fit(tmp_path):
+    """A fit stopped after round 1 (here: too few epochs) and run again with
+    the full command ends with the masks of an uninterrupted run; the legacy
+    optimizer's slots, created lazily, are built and restored by name."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(240, 40)).astype("float32")
+    y = np.argmax(x @ rng.normal(size=(40, 10)), axis=1)
+
+    def fit(folder, epochs=None, seed=0):
+        imp = kl.IMP(rounds=2, prune_rate=0.5, rewind="2it")
+        model = compile_model(imp.wrap(small_mlp(seed)), keras.optimizers.legacy.Adam(0.01))
+        total = imp.epochs(per_round=1)
+        callbacks = imp.callbacks(verbose=0, resume_dir=folder)
+        model.fit(x, y, batch_size=60, epochs=epochs or total, callbacks=callbacks,
+                  initial_epoch=imp.initial_epoch(), shuffle=False, verbose=0)
+        return imp, model
+
+    fit(str(tmp_path / "a"), epochs=2)
+    assert resume.initial_epoch(str(tmp_path / "a")) == 2
+    imp, model = fit(str(tmp_path / "a"), seed=9)
+    ref_imp, ref_model = fit(str(tmp_path / "b"))
+    assert [r.round for r in imp.history] == [0, 1, 2]
+    assert [r.to_dict()["loss"] for r in imp.history[:2]] == [r.loss for r in ref_imp.history[:2]]
+    ref_masks = kl.read_masks(ref_model)
+    for name, mask in kl.read_masks(model).items():
+        np.testing.assert_array_equal(mask, ref_masks[name])
