@@ -206,3 +206,18 @@ def test_legacy_optimizer_resumes_after_a_shortened_fit(tmp_path):
     ref_masks = kl.read_masks(ref_model)
     for name, mask in kl.read_masks(model).items():
         np.testing.assert_array_equal(mask, ref_masks[name])
+
+
+def test_cli_run_resume_continues_a_finished_run(tmp_path, capsys):
+    from keras_lottery.cli import main
+
+    argv = ["run", "--rounds", "1", "--epochs-per-round", "1", "--num-samples", "400",
+            "--resume", "--out", str(tmp_path), "--quiet"]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    meta = resume.read_checkpoint(str(tmp_path / "resume"))
+    assert meta["finished"] and meta["initial_epoch"] == 2
+    assert main(argv) == 0  # the same command again: nothing left to train
+    second = capsys.readouterr().out
+    table = lambda out: [l for l in out.splitlines() if l.strip()[:1].isdigit()]  # noqa: E731
+    assert table(first) and table(second) == table(first)
