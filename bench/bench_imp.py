@@ -282,33 +282,36 @@ class _Conductor(keras.callbacks.Callback):
         self._supports_tf_logs = True
         self.peers, self.dataset = peers, dataset
         self.dense_run, self.per_round = dense_run, per_round
-        self.dense_run_walls = []
-        self.seconds = 0.0
+        self.dense_run_walls, self.dense_run_cpus = [], []
+        self.seconds = self.cpu_seconds = 0.0
 
     def on_epoch_end(self, epoch, logs=None):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         shift = epoch % len(self.peers) if self.peers else 0
         for peer in self.peers[shift:] + self.peers[:shift]:
             peer.run_epoch(self.dataset)
         if (epoch + 1) % self.per_round == 0:
-            run_start = time.perf_counter()
+            run_start, run_cpu = time.perf_counter(), time.process_time()
             self.dense_run.fit(self.dataset, epochs=self.per_round, verbose=0)
             self.dense_run_walls.append(time.perf_counter() - run_start)
+            self.dense_run_cpus.append(time.process_time() - run_cpu)
         self.seconds += time.perf_counter() - start
+        self.cpu_seconds += time.process_time() - cpu_start
 
 
-def _time_method(obj, name, sink):
-    """Wraps `obj.name` so each call's duration is appended to `sink`."""
+def _time_method(obj, name, sink, cpu_sink):
+    """Wraps `obj.name` so each call's wall and CPU durations go to the sinks."""
     method = getattr(obj, name, None)
     if method is None:
         return False
 
     def timed(*args, **kwargs):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         try:
             return method(*args, **kwargs)
         finally:
             sink.append(time.perf_counter() - start)
+            cpu_sink.append(time.process_time() - cpu)
 
     setattr(obj, name, timed)
     return True
@@ -356,12 +359,13 @@ def run_section(model_name, strategy, cfg, variants):
     conductor = _Conductor(peers, dataset, dense_run, per_round)
     imp.epochs(per_round=per_round)
     update_step, imp_cb = imp.callbacks(verbose=0)[:2]
-    next_round_times = []
-    has_next_round = _time_method(imp_cb, "_next_round", next_round_times)
+    next_round_times, next_round_cpus = [], []
+    has_next_round = _time_method(imp_cb, "_next_round", next_round_times, next_round_cpus)
     callbacks = [clock, update_step, before, imp_cb, after, conductor]
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     imp_model.fit(dataset, epochs=epochs, verbose=0, callbacks=callbacks)
     fit_wall = time.perf_counter() - start
+    imp_cpu = time.process_time() - cpu_start - conductor.cpu_seconds
     setup_s = clock.begin_stamps[0] - start
     imp_wall = fit_wall - conductor.seconds
 
@@ -408,6 +412,8 @@ def run_section(model_name, strategy, cfg, variants):
         "median_ms": 1e3 * _median(switch_s),
         "max_ms": 1e3 * max(switch_s),
         "prune_rewind_reset_ms": [1e3 * s for s in next_round_times] if has_next_round else None,
+        "prune_rewind_reset_cpu_ms": [1e3 * s for s in next_round_cpus] if has_next_round else None,
+        "round_train_cpu_s": [sum(clock.cpus[r * per_round:(r + 1) * per_round]) for r in range(rounds + 1)],
         "round_train_s": round_train_s,
         "fraction_of_round": fractions,
         "max_fraction_of_round": max(fractions),
@@ -434,6 +440,11 @@ def run_section(model_name, strategy, cfg, variants):
         "dense_training_walls_s": conductor.dense_run_walls,
         "dense_trainings_s": dense_runs_s,
         "ratio": imp_wall / dense_runs_s,
+        # The same in process CPU time, which a loaded machine's scheduling
+        # delays do not inflate (use it when the load exceeds the cores).
+        "imp_cpu_s": imp_cpu,
+        "dense_training_cpus_s": conductor.dense_run_cpus,
+        "ratio_cpu": imp_cpu / sum(conductor.dense_run_cpus),
         "epochs_ratio_paired": sum(clock.walls[1:]) / sum(dense.walls[1:]),
     }
 
@@ -503,8 +514,13 @@ def _load():
         return None
 
 
-def run_benchmark(cfg):
-    """Runs every section of `cfg`; returns a JSON-ready dict of all figures."""
+def run_benchmark(cfg, on_section=None):
+    """Runs every section of `cfg`; returns a JSON-ready dict of all figures.
+
+    Args:
+      cfg: settings (see `TINY`, `FULL`, `config_from_args`).
+      on_section: optional callable given each section's dict when it is done.
+    """
     variants = cfg.get("variants") or list(VARIANTS)
     for required in ("dense", "imp"):
         if required not in variants:
@@ -545,6 +561,8 @@ def run_benchmark(cfg):
             section = run_section(model_name, strategy, cfg, chosen)
             section["load_after"] = _load()
             results["sections"].append(section)
+            if on_section is not None:
+                on_section(section)
     finally:
         logger.setLevel(level)
     results["load_after"] = _load()
@@ -573,53 +591,66 @@ def format_report(results):
         lines.append(f"not run (not in keras_lottery.models): {', '.join(results['missing_models'])}")
     for s in results["sections"]:
         lines.append("")
-        lines.append(f"== {s['model']} ({s['params']:,} params), batch {s['batch']}, "
-                     f"{s['steps_per_epoch']} steps/epoch, {s['rounds']} rounds x "
-                     f"{s['epochs_per_round']} epochs, rewind {s['rewind']}, "
-                     f"{s['strategy']} ({s['replicas']} replica{'s' if s['replicas'] > 1 else ''}); "
-                     f"load after {s['load_after']}")
-        lines.append(f"1. step throughput in pruning rounds (median of "
-                     f"{s['throughput']['dense']['epochs_measured']} interleaved epochs)")
-        lines.append(f"   {'variant':<19}{'steps/s':>9}{'wall x':>8}{'cpu x':>8}  what")
-        for name, row in s["throughput"].items():
-            lines.append(f"   {name:<19}{row['steps_per_s']:>9.1f}{row['ratio_wall']:>8.3f}"
-                         f"{row['ratio_cpu']:>8.3f}  {VARIANTS[name]}")
-        imp_row = s["throughput"]["imp"]
-        lines.append(f"   bar: IMP step <= {BARS['step_ratio']}x dense: wall "
-                     f"{imp_row['ratio_wall']:.3f} ({_ok(imp_row['ratio_wall'], BARS['step_ratio'])}), "
-                     f"cpu {imp_row['ratio_cpu']:.3f} ({_ok(imp_row['ratio_cpu'], BARS['step_ratio'])})")
-        sw, tr = s["round_switch"], s["traces"]
-        detail = ""
-        if sw["prune_rewind_reset_ms"]:
-            detail = f" (prune+rewind+reset alone: median {_median(sw['prune_rewind_reset_ms']):.1f} ms)"
-        lines.append(f"2. round switch: {sw['count']} switches, median {sw['median_ms']:.1f} ms, "
-                     f"max {sw['max_ms']:.1f} ms{detail}; max {100 * sw['max_fraction_of_round']:.2f}% "
-                     f"of this benchmark's round ({_ok(sw['max_fraction_of_round'], BARS['switch_fraction'])} "
-                     f"< {100 * BARS['switch_fraction']:.0f}%); under 1% for rounds of >= "
-                     f"{sw['min_round_steps_for_bar']:,} steps")
-        lines.append(f"   tf.function traces of train_function: {tr['after_first_epoch']} after the first "
-                     f"epoch, {tr['after_round1']} after round 1, {tr['final']} at the end: "
-                     f"{tr['retraces_after_round1']} retraces after round 1 "
-                     f"({_ok(tr['retraces_after_round1'], 0)}), same function object: "
-                     f"{tr['same_function_throughout']}")
-        t = s["total"]
-        lines.append(f"3. total IMP wall {t['imp_wall_s']:.2f} s (peers' {t['peer_seconds_excluded']:.1f} s "
-                     f"excluded) / {t['dense_trainings']} dense trainings {t['dense_trainings_s']:.2f} s = "
-                     f"{t['ratio']:.3f} ({_ok(t['ratio'], BARS['total_ratio'])} <= {BARS['total_ratio']}); "
-                     f"epochs after the first alone (paired with the dense peer): "
-                     f"{t['epochs_ratio_paired']:.3f}; IMP outside its epochs {t['imp_outside_epochs_s']:.2f} s "
-                     f"(fit setup {t['imp_setup_s']:.2f} s, IMPCallback epoch ends "
-                     f"{t['imp_callback_epoch_end_s']:.2f} s, fit between epochs "
-                     f"{t['imp_outside_epochs_s'] - t['imp_setup_s'] - t['imp_callback_epoch_end_s']:.2f} s)")
-        m = s["memory"]
-        lines.append(f"4. host memory: params {m['param_bytes'] / 2**20:.2f} MiB; theta0 "
-                     f"{m['theta0_bytes'] / 2**20:.2f} MiB, theta_k {m['theta_k_bytes'] / 2**20:.2f} MiB, "
-                     f"masks {m['mask_bytes_per_replica'] / 2**20:.2f} MiB/replica -> "
-                     f"{m['ratio']:.2f}x params ({_ok(m['ratio'], BARS['snapshot_ratio'])} <= "
-                     f"{BARS['snapshot_ratio']:.0f}x); a snapshot measured by tracemalloc "
-                     f"{m['snapshot_measured_bytes'] / 2**20:.2f} MiB (accounted "
-                     f"{m['snapshot_accounted_bytes'] / 2**20:.2f}); transient peak of a global "
-                     f"mask computation {m['mask_computation_peak_bytes'] / 2**20:.2f} MiB")
+        lines.append(format_section(s))
+    return "\n".join(lines)
+
+
+def format_section(s):
+    """The report of one section (a model under a strategy)."""
+    lines = []
+    lines.append(f"== {s['model']} ({s['params']:,} params), batch {s['batch']}, "
+                 f"{s['steps_per_epoch']} steps/epoch, {s['rounds']} rounds x "
+                 f"{s['epochs_per_round']} epochs, rewind {s['rewind']}, "
+                 f"{s['strategy']} ({s['replicas']} replica{'s' if s['replicas'] > 1 else ''}); "
+                 f"load after {s['load_after']}")
+    lines.append(f"1. step throughput in pruning rounds (median of "
+                 f"{s['throughput']['dense']['epochs_measured']} interleaved epochs)")
+    lines.append(f"   {'variant':<19}{'steps/s':>9}{'wall x':>8}{'cpu x':>8}  what")
+    for name, row in s["throughput"].items():
+        lines.append(f"   {name:<19}{row['steps_per_s']:>9.1f}{row['ratio_wall']:>8.3f}"
+                     f"{row['ratio_cpu']:>8.3f}  {VARIANTS[name]}")
+    imp_row = s["throughput"]["imp"]
+    lines.append(f"   bar: IMP step <= {BARS['step_ratio']}x dense: wall "
+                 f"{imp_row['ratio_wall']:.3f} ({_ok(imp_row['ratio_wall'], BARS['step_ratio'])}), "
+                 f"cpu {imp_row['ratio_cpu']:.3f} ({_ok(imp_row['ratio_cpu'], BARS['step_ratio'])})")
+    sw, tr = s["round_switch"], s["traces"]
+    detail = ""
+    if sw["prune_rewind_reset_ms"]:
+        cpu_fraction = max(c / 1e3 / sw["round_train_cpu_s"][r]
+                           for r, c in enumerate(sw["prune_rewind_reset_cpu_ms"]))
+        detail = (f" (prune+rewind+reset alone: median {_median(sw['prune_rewind_reset_ms']):.1f} ms, "
+                  f"{_median(sw['prune_rewind_reset_cpu_ms']):.1f} ms CPU = max "
+                  f"{100 * cpu_fraction:.2f}% of a round's CPU)")
+    lines.append(f"2. round switch: {sw['count']} switches, median {sw['median_ms']:.1f} ms, "
+                 f"max {sw['max_ms']:.1f} ms{detail}; max {100 * sw['max_fraction_of_round']:.2f}% "
+                 f"of this benchmark's round ({_ok(sw['max_fraction_of_round'], BARS['switch_fraction'])} "
+                 f"< {100 * BARS['switch_fraction']:.0f}%); under 1% for rounds of >= "
+                 f"{sw['min_round_steps_for_bar']:,} steps")
+    lines.append(f"   tf.function traces of train_function: {tr['after_first_epoch']} after the first "
+                 f"epoch, {tr['after_round1']} after round 1, {tr['final']} at the end: "
+                 f"{tr['retraces_after_round1']} retraces after round 1 "
+                 f"({_ok(tr['retraces_after_round1'], 0)}), same function object: "
+                 f"{tr['same_function_throughout']}")
+    t = s["total"]
+    lines.append(f"3. total IMP wall {t['imp_wall_s']:.2f} s (peers' {t['peer_seconds_excluded']:.1f} s "
+                 f"excluded) / {t['dense_trainings']} dense trainings {t['dense_trainings_s']:.2f} s = "
+                 f"{t['ratio']:.3f} ({_ok(t['ratio'], BARS['total_ratio'])} <= {BARS['total_ratio']}); "
+                 f"in CPU time {t['imp_cpu_s']:.2f} s / {sum(t['dense_training_cpus_s']):.2f} s = "
+                 f"{t['ratio_cpu']:.3f} ({_ok(t['ratio_cpu'], BARS['total_ratio'])}); "
+                 f"epochs after the first alone (paired with the dense peer): "
+                 f"{t['epochs_ratio_paired']:.3f}; IMP outside its epochs {t['imp_outside_epochs_s']:.2f} s "
+                 f"(fit setup {t['imp_setup_s']:.2f} s, IMPCallback epoch ends "
+                 f"{t['imp_callback_epoch_end_s']:.2f} s, fit between epochs "
+                 f"{t['imp_outside_epochs_s'] - t['imp_setup_s'] - t['imp_callback_epoch_end_s']:.2f} s)")
+    m = s["memory"]
+    lines.append(f"4. host memory: params {m['param_bytes'] / 2**20:.2f} MiB; theta0 "
+                 f"{m['theta0_bytes'] / 2**20:.2f} MiB, theta_k {m['theta_k_bytes'] / 2**20:.2f} MiB, "
+                 f"masks {m['mask_bytes_per_replica'] / 2**20:.2f} MiB/replica -> "
+                 f"{m['ratio']:.2f}x params ({_ok(m['ratio'], BARS['snapshot_ratio'])} <= "
+                 f"{BARS['snapshot_ratio']:.0f}x); a snapshot measured by tracemalloc "
+                 f"{m['snapshot_measured_bytes'] / 2**20:.2f} MiB (accounted "
+                 f"{m['snapshot_accounted_bytes'] / 2**20:.2f}); transient peak of a global "
+                 f"mask computation {m['mask_computation_peak_bytes'] / 2**20:.2f} MiB")
     return "\n".join(lines)
 
 
@@ -637,6 +668,8 @@ def parse_args(argv=None):
     parser.add_argument("--epochs-per-round", type=int)
     parser.add_argument("--variants", help="comma-separated subset of: " + ", ".join(VARIANTS))
     parser.add_argument("--json", help="also write every figure to this JSON file")
+    parser.add_argument("--quiet", action="store_true",
+                        help="print only the final report (not each section as it finishes)")
     return parser.parse_args(argv)
 
 
@@ -661,8 +694,12 @@ def config_from_args(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    results = run_benchmark(config_from_args(args))
-    print(format_report(results))
+
+    def progress(section):
+        print(format_section(section) + "\n", flush=True)
+
+    results = run_benchmark(config_from_args(args), on_section=None if args.quiet else progress)
+    print(format_report(results), flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

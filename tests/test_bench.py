@@ -76,7 +76,8 @@ def test_round_switches_are_counted_once_per_boundary(run):
     for s in _sections(run):
         sw = s["round_switch"]
         assert sw["count"] == len(sw["ms"]) == len(sw["prune_rewind_reset_ms"]) == s["rounds"]
-        assert len(sw["round_train_s"]) == s["rounds"] + 1
+        assert len(sw["prune_rewind_reset_cpu_ms"]) == s["rounds"]
+        assert len(sw["round_train_s"]) == len(sw["round_train_cpu_s"]) == s["rounds"] + 1
         for inner, whole in zip(sw["prune_rewind_reset_ms"], sw["ms"]):
             assert 0 < inner <= whole
         for r, ms in enumerate(sw["ms"]):
@@ -100,6 +101,9 @@ def test_total_wall_time_accounting(run):
         assert t["dense_trainings"] == len(t["dense_training_walls_s"]) == s["rounds"] + 1
         assert t["dense_trainings_s"] == pytest.approx(sum(t["dense_training_walls_s"]))
         assert t["ratio"] == pytest.approx(t["imp_wall_s"] / t["dense_trainings_s"])
+        assert len(t["dense_training_cpus_s"]) == s["rounds"] + 1
+        assert t["ratio_cpu"] == pytest.approx(t["imp_cpu_s"] / sum(t["dense_training_cpus_s"]))
+        assert t["imp_cpu_s"] > 0
         assert 0 < t["imp_epochs_s"] < t["imp_wall_s"]
         assert t["imp_outside_epochs_s"] == pytest.approx(t["imp_wall_s"] - t["imp_epochs_s"])
         assert 0 <= t["imp_setup_s"] and 0 < t["imp_callback_epoch_end_s"]
