@@ -24,6 +24,21 @@ except RuntimeError:  # already initialized by an earlier import
 from keras_lottery._keras import keras  # noqa: E402
 
 
+@pytest.fixture(scope="session")
+def mirrored_strategy():
+    """One MirroredStrategy over the 2 logical CPUs, shared by every test.
+
+    TensorFlow 2.21 reuses collective instance keys across MirroredStrategy
+    objects on the same devices: a second strategy in the same process fails
+    with "Shape mismatch in the collective instance 100" once the first one
+    has run a step. So every in-process test shares this one.
+    """
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+    if len(devices) < 2:
+        pytest.skip("needs the CPU split into 2 logical devices (conftest)")
+    return tf.distribute.MirroredStrategy(devices)
+
+
 @pytest.fixture
 def tiny_data():
     """A small, learnable 10-class problem on 40 features (MNIST-1D shaped)."""

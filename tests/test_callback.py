@@ -196,11 +196,11 @@ def test_same_seed_gives_same_masks(tiny_data_module, lth_run):
     assert all(np.array_equal(first[k], second[k]) for k in first)
 
 
-def test_mirrored_strategy_gives_the_masks_of_one_device(tiny_data_module, late_rewind_run):
-    devices = tf.config.list_logical_devices("CPU")
-    assert len(devices) >= 2, "conftest splits the CPU into 2 logical devices"
-    strategy = tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
-    _, mirrored, recorder = run_imp(tiny_data_module, rewind="5it", scope="global", strategy=strategy)
+def test_mirrored_strategy_gives_the_masks_of_one_device(tiny_data_module, late_rewind_run,
+                                                        mirrored_strategy):
+    assert mirrored_strategy.num_replicas_in_sync == 2
+    _, mirrored, recorder = run_imp(tiny_data_module, rewind="5it", scope="global",
+                                    strategy=mirrored_strategy)
     single = kl.read_masks(late_rewind_run[1])
     multi = kl.read_masks(mirrored)
     assert all(np.array_equal(single[k], multi[k]) for k in single)

@@ -49,9 +49,10 @@ def test_rewind_point_inside_an_execution_is_refused(tiny_data):
         _run(tiny_data, 4, rewind="3it")
 
 
-def test_resume_under_mirrored_strategy_restores_every_replica(tiny_data, tmp_path):
+def test_resume_under_mirrored_strategy_restores_every_replica(tiny_data, tmp_path,
+                                                              mirrored_strategy):
     (x, y), _, _ = tiny_data
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = mirrored_strategy
     folder = str(tmp_path / "ckpt")
     results = []
     for seed in (0, 7):  # the second run restores the first one's finished state
@@ -76,9 +77,10 @@ def test_resume_under_mirrored_strategy_restores_every_replica(tiny_data, tmp_pa
             np.testing.assert_array_equal(component.numpy(), w.weight.numpy())
 
 
-def test_controls_and_export_of_a_ticket_found_under_mirrored_strategy(tiny_data, tmp_path):
+def test_controls_and_export_of_a_ticket_found_under_mirrored_strategy(tiny_data, tmp_path,
+                                                                       mirrored_strategy):
     (x, y), _, _ = tiny_data
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = mirrored_strategy
     with strategy.scope():
         imp = kl.IMP(rounds=2, prune_rate=0.5, rewind="2it")
         model = _compile(imp.wrap(small_mlp(0)))
