@@ -251,6 +251,15 @@ class PathResult:
         """Mean error of the two endpoints."""
         return 0.5 * (self.errors[0] + self.errors[-1])
 
+    @property
+    def bump(self):
+        """Highest error on the path minus the *worse* endpoint's error (>= 0).
+
+        The papers' barrier (max - mean of endpoints) also counts half of any
+        gap between the endpoints; `bump` is only the rise inside the path.
+        """
+        return max(0.0, float(max(self.errors) - max(self.errors[0], self.errors[-1])))
+
     def to_dict(self):
         return dataclasses.asdict(self)
 
@@ -529,7 +538,7 @@ class RewindSearchResult:
 
     Attributes:
       rows: one dict per candidate: rewind (label), k_steps, instability,
-        loss_barrier, accuracy (mean test accuracy of the two trained copies),
+        bump (`PathResult.bump`), loss_barrier, accuracy (mean test accuracy of the two trained copies),
         pruning_distance (to the dense network trained from θ0, if known),
         errors (the error curve), seconds.
       chosen: the earliest stable row's rewind label, or None.
@@ -550,13 +559,16 @@ class RewindSearchResult:
         return dataclasses.asdict(self)
 
     def table(self):
-        lines = [f"{'rewind':>8} {'k':>6} {'instab.(pp)':>12} {'loss barrier':>12} "
-                 f"{'acc (%)':>8} {'dist':>6}"]
+        lines = [f"{'rewind':>8} {'k':>6} {'instab.(pp)':>12} {'bump (pp)':>10} "
+                 f"{'loss barrier':>12} {'acc (%)':>8} {'dist':>6}"]
         for r in self.rows:
             dist = "" if r.get("pruning_distance") is None else f"{r['pruning_distance']:.3f}"
             mark = "  <- earliest stable" if r["rewind"] == self.chosen else ""
+            bump = r.get("bump")
+            bump = "" if bump is None else f"{100 * bump:.2f}"
             lines.append(f"{r['rewind']:>8} {r['k_steps']:>6d} {100 * r['instability']:>12.2f} "
-                         f"{r['loss_barrier']:>12.3f} {100 * r['accuracy']:>8.2f} {dist:>6}{mark}")
+                         f"{bump:>10} {r['loss_barrier']:>12.3f} {100 * r['accuracy']:>8.2f} "
+                         f"{dist:>6}{mark}")
         return "\n".join(lines)
 
 
@@ -668,6 +680,7 @@ def search_rewind_point(model, train_data, eval_data, candidates, epochs, batch_
         if result.models and masks is not None:
             distance = float(np.mean([pruning_distance(m, dense) for m in result.models]))
         rows.append({"rewind": label, "k_steps": k, "instability": float(result.instability),
+                     "bump": float(result.path.bump),
                      "loss_barrier": float(result.path.loss_barrier),
                      "accuracy": float(result.accuracy), "pruning_distance": distance,
                      "errors": list(result.path.errors), "alphas": list(result.path.alphas),

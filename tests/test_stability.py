@@ -84,6 +84,9 @@ def test_crafted_bump_is_found():
     assert path.errors == expected
     assert path.errors[0] == path.errors[-1] == 0.0
     assert path.barrier == pytest.approx(0.5)
+    assert path.bump == pytest.approx(0.5)  # endpoints equal: the whole barrier is a bump
+    skewed = stability.PathResult([0, 0.5, 1], [0.30, 0.20, 0.10], [1, 1, 1], 0.10, 0.0)
+    assert skewed.bump == 0.0  # a barrier from unequal endpoints only
     assert path.loss_barrier > 0.1
     assert not path.bn_recomputed  # no BN layer
 
