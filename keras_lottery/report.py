@@ -417,6 +417,8 @@ def plot_summary(summary, path, title=None):
         ax.set_xlabel("% of weights remaining (log scale)")
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
+        if metric == "early_stop_iteration":
+            ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     handles, labels = axes[0].get_legend_handles_labels()
     for ax in axes[1:]:
         for h, l in zip(*ax.get_legend_handles_labels()):
