@@ -1,6 +1,6 @@
 """Conv-2/4/6 on Fashion-MNIST: winning tickets vs random re-init and random pruning.
 
-The setting of Frankle & Carbin (2019), Figure 5 (there on CIFAR-10): Adam
+The setting of Frankle & Carbin (2019), for Conv-2/4/6 (there on CIFAR-10): Adam
 (2e-4 for Conv-2, 3e-4 for Conv-4/6 as in the paper, the default; or --lr), batch 60,
 layer-wise IMP pruning 15% of each convolution's and 20% of each fully
 connected layer's surviving weights per round (output layer 10%), rewinding

@@ -1,6 +1,6 @@
 """LeNet-300-100 on Fashion-MNIST: winning tickets vs random re-init and random pruning.
 
-The setting of Frankle & Carbin (2019), Figure 3/4 (there on MNIST): Adam
+The setting of Frankle & Carbin (2019), for LeNet-300-100 (there on MNIST): Adam
 1.2e-3, batch 60, layer-wise IMP pruning 20% of the hidden layers' and 10% of
 the output layer's surviving weights per round, rewinding to θ0; every seed
 also trains the two controls with the same data order and steps.
