@@ -17,6 +17,7 @@ __all__ = [
     "write_csv",
     "format_table",
     "plot_history",
+    "save_figure",
     "collect_runs",
     "summarize",
     "write_summary",
@@ -163,7 +164,7 @@ def plot_history(rows, path, title=None, series=None):
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save_figure(fig, path, metadata={"Series": ",".join(all_series)})
+    return save_figure(fig, path, metadata={"Series": ",".join(all_series)})
 
 
 # -- several runs: seeds x (ticket, controls) ------------------------------------
@@ -338,7 +339,17 @@ def format_summary(summary):
     return "\n".join(text)
 
 
-def _save_figure(fig, path, metadata=None):
+def save_figure(fig, path, metadata=None):
+    """Saves a matplotlib figure as PNG atomically (temp file + rename) and closes it.
+
+    Args:
+      fig: the figure.
+      path: the PNG file to write (folders are created).
+      metadata: optional PNG text chunks, e.g. {"Series": "ticket,reinit"}.
+
+    Returns:
+      `path`.
+    """
     import matplotlib.pyplot as plt
 
     folder = os.path.dirname(os.path.abspath(path))
@@ -431,4 +442,4 @@ def plot_summary(summary, path, title=None):
         heading += f"  (mean over {n_seeds} seed{'s' if n_seeds > 1 else ''}; bars: min-max)"
     fig.suptitle(heading, fontsize=11)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
-    return _save_figure(fig, path, metadata={"Title": heading, "Series": ",".join(summary)})
+    return save_figure(fig, path, metadata={"Title": heading, "Series": ",".join(summary)})

@@ -25,8 +25,6 @@ Everything here works on copies: the models passed in are never modified.
 import dataclasses
 import logging
 import math
-import os
-import tempfile
 import time
 
 import numpy as np
@@ -34,6 +32,7 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 
 from keras_lottery import masks as masks_lib
+from keras_lottery import report as report_lib
 from keras_lottery._keras import check_tf_keras_model, keras
 from keras_lottery.schedule import IMPSchedule, parse_rewind
 from keras_lottery.wrap import bypass_wrapper_ops, is_pruning_wrapper, pruned_layers, wrap_model
@@ -698,23 +697,6 @@ def search_rewind_point(model, train_data, eval_data, candidates, epochs, batch_
 # -- plots -------------------------------------------------------------------------
 
 
-def _save(fig, path):
-    import matplotlib.pyplot as plt
-
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
 def plot_paths(paths, path, title=None):
     """Plots test error (and loss) along the interpolation path, one line per entry.
 
@@ -745,7 +727,7 @@ def plot_paths(paths, path, title=None):
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return report_lib.save_figure(fig, path)
 
 
 def plot_instability(result, path, title=None):
@@ -785,4 +767,4 @@ def plot_instability(result, path, title=None):
     fig.suptitle(title or f"{100 * r['weights_remaining']:.1f}% weights remaining; "
                  f"earliest stable: {r['chosen']}")
     fig.tight_layout()
-    return _save(fig, path)
+    return report_lib.save_figure(fig, path)

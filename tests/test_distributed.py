@@ -6,7 +6,6 @@ conftest), where a restore must reach every replica.
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from conftest import small_mlp
 
