@@ -95,7 +95,10 @@ BARS = {
 }
 
 TINY = {"models": ["lenet"], "steps": 3, "rounds": 2, "epochs_per_round": 1,
-        "batch": 16, "mirrored_models": ["lenet"], "mirrored_variants": ["dense", "imp"]}
+        "batch": 16, "mirrored_models": ["lenet"], "mirrored_variants": ["dense", "imp"],
+        # No collective ops: their instance keys would clash with other
+        # MirroredStrategy objects in the same process (the test suite's).
+        "mirrored_reduce_to_one_device": True}
 FULL = {"models": ["lenet", "conv4", "resnet20"], "steps": 100, "rounds": 5,
         "epochs_per_round": 2, "batch": None, "mirrored_models": ["lenet"],
         "conv_steps": 3, "conv_epochs_per_round": 1}
@@ -574,7 +577,9 @@ def run_benchmark(cfg, on_section=None):
         plans = [(m, tf.distribute.get_strategy()) for m in models]
         devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
         if len(devices) == 2:
-            mirrored = tf.distribute.MirroredStrategy(devices)
+            cross_device_ops = (tf.distribute.ReductionToOneDevice()
+                                if cfg.get("mirrored_reduce_to_one_device") else None)
+            mirrored = tf.distribute.MirroredStrategy(devices, cross_device_ops=cross_device_ops)
             plans += [(m, mirrored) for m in cfg.get("mirrored_models", []) if m in models]
         else:
             results["mirrored_skipped"] = "fewer than 2 logical CPU devices"
