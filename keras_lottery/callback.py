@@ -193,6 +193,14 @@ class IMPCallback(keras.callbacks.Callback):
     # -- Keras hooks --------------------------------------------------------
 
     def on_train_begin(self, logs=None):
+        if self.theta0 is not None:
+            raise ValueError(
+                "This IMPCallback has already run (it holds θ0 and "
+                f"{len(self.history)} finished round(s)); a second fit would take "
+                "the pruned weights as a new θ0. Get fresh callbacks with "
+                "imp.callbacks() for a new run; to continue an interrupted run, "
+                "use imp.callbacks(resume_dir=...) and fit(..., "
+                "initial_epoch=imp.initial_epoch()).")
         if not masks_lib.prunable_weights(self.model):
             return
         layers = {w.layer_name for w in masks_lib.prunable_weights(self.model)}

@@ -232,3 +232,17 @@ def test_rewind_past_round_zero_fails_before_any_step(tiny_data_module):
     after = [v.numpy() for v in model_state_variables(model)]
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
     assert int(model.optimizer.iterations.numpy()) == 0
+
+
+def test_reusing_a_finished_callback_is_refused(tiny_data_module):
+    (x, y), _, _ = tiny_data_module
+    imp = kl.IMP(rounds=1, prune_rate=0.2)
+    model = compile_model(imp.wrap(small_mlp()))
+    epochs = imp.epochs(per_round=1)
+    callbacks = imp.callbacks(verbose=0)
+    model.fit(x, y, batch_size=BATCH, epochs=epochs, callbacks=callbacks, verbose=0)
+    masks = kl.read_masks(model)
+    with pytest.raises(ValueError, match="already run"):
+        model.fit(x, y, batch_size=BATCH, epochs=2, callbacks=callbacks, verbose=0)
+    after = kl.read_masks(model)
+    assert all(np.array_equal(masks[k], after[k]) for k in masks)
