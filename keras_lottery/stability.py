@@ -35,7 +35,12 @@ from keras_lottery import masks as masks_lib
 from keras_lottery import report as report_lib
 from keras_lottery._keras import check_tf_keras_model, keras
 from keras_lottery.schedule import IMPSchedule, parse_rewind
-from keras_lottery.wrap import bypass_wrapper_ops, is_pruning_wrapper, pruned_layers, wrap_model
+from keras_lottery.wrap import (
+    bypass_wrapper_ops,
+    iter_layers,
+    pruned_layers,
+    wrap_model,
+)
 
 __all__ = [
     "DEFAULT_POINTS",
@@ -88,17 +93,8 @@ def copy_model(model):
     return clone
 
 
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
-        elif is_pruning_wrapper(layer):
-            yield layer.layer
-
-
 def _bn_layers(model):
-    return [layer for layer in _all_layers(model)
+    return [layer for layer in iter_layers(model, inside_wrappers=True)
             if isinstance(layer, keras.layers.BatchNormalization)]
 
 
@@ -461,7 +457,7 @@ def _kernels(model):
                 for w in masks_lib.prunable_weights(model)}
     from keras_lottery.wrap import is_prunable
 
-    return {layer.name: layer.kernel.numpy() for layer in _all_layers(model)
+    return {layer.name: layer.kernel.numpy() for layer in iter_layers(model, inside_wrappers=True)
             if not isinstance(layer, keras.Model) and is_prunable(layer)
             and getattr(layer, "kernel", None) is not None}
 

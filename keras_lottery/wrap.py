@@ -17,6 +17,7 @@ from keras_lottery._keras import check_tf_keras_model, keras
 __all__ = [
     "is_prunable",
     "is_pruning_wrapper",
+    "iter_layers",
     "pruned_layers",
     "wrap_model",
     "strip_model",
@@ -51,16 +52,25 @@ def is_prunable(layer):
     return bool(registry._weight_names(layer))
 
 
-def _iter_layers(model):
+def iter_layers(model, inside_wrappers=False):
+    """Every layer of `model`, nested models' layers included, in order.
+
+    Args:
+      model: a Keras model.
+      inside_wrappers: also yield the layer inside each pruning wrapper,
+        right after the wrapper.
+    """
     for layer in model.layers:
         yield layer
         if isinstance(layer, keras.Model):
-            yield from _iter_layers(layer)
+            yield from iter_layers(layer, inside_wrappers)
+        elif inside_wrappers and is_pruning_wrapper(layer):
+            yield layer.layer
 
 
 def pruned_layers(model):
     """The tfmot pruning wrappers of `model`, nested models included, in order."""
-    return [layer for layer in _iter_layers(model) if is_pruning_wrapper(layer)]
+    return [layer for layer in iter_layers(model) if is_pruning_wrapper(layer)]
 
 
 def _check_graph_model(model, path):
@@ -109,7 +119,7 @@ def wrap_model(model, schedule, layer_filter=None, convert_keras3=True):
         raise ValueError(
             "The model is not built: give its first layer an input shape or "
             "call it on a batch before wrapping it.")
-    for layer in _iter_layers(model):
+    for layer in iter_layers(model):
         if is_pruning_wrapper(layer):
             raise ValueError(
                 f"The model is already wrapped for pruning (layer "
@@ -119,13 +129,13 @@ def wrap_model(model, schedule, layer_filter=None, convert_keras3=True):
             _check_graph_model(layer, f"Nested model {layer.name!r}")
     targets = [
         layer
-        for layer in _iter_layers(model)
+        for layer in iter_layers(model)
         if not isinstance(layer, keras.Model)
         and is_prunable(layer)
         and (layer_filter is None or layer_filter(layer))
     ]
     if not targets:
-        names = sorted({type(layer).__name__ for layer in _iter_layers(model)})
+        names = sorted({type(layer).__name__ for layer in iter_layers(model)})
         raise ValueError(
             "The model has no layer IMP can prune (layer types: "
             f"{', '.join(names) or 'none'}). Prunable layers are those tfmot "
@@ -152,8 +162,8 @@ def wrap_model(model, schedule, layer_filter=None, convert_keras3=True):
 
 def _copy_weights(source, wrapped):
     """Copies weights layer by layer (the wrappers add mask variables)."""
-    src_layers = [l for l in _iter_layers(source) if not isinstance(l, keras.Model)]
-    dst_layers = [l for l in _iter_layers(wrapped) if not isinstance(l, keras.Model)]
+    src_layers = [l for l in iter_layers(source) if not isinstance(l, keras.Model)]
+    dst_layers = [l for l in iter_layers(wrapped) if not isinstance(l, keras.Model)]
     if len(src_layers) != len(dst_layers):
         raise RuntimeError(
             "Internal error: wrapped model has a different layer structure "

@@ -39,14 +39,23 @@ def mirrored_strategy():
     return tf.distribute.MirroredStrategy(devices)
 
 
-@pytest.fixture
-def tiny_data():
-    """A small, learnable 10-class problem on 40 features (MNIST-1D shaped)."""
+def make_tiny_data():
+    """A small, learnable 10-class problem on 40 features (MNIST-1D shaped).
+
+    Returns ((x_train, y_train), (x_val, y_val), (x_test, y_test)) with 240,
+    60 and 60 examples.
+    """
     rng = np.random.default_rng(0)
     x = rng.normal(size=(360, 40)).astype("float32")
     w = rng.normal(size=(40, 10)).astype("float32")
     y = np.argmax(x @ w, axis=1).astype("int64")
     return (x[:240], y[:240]), (x[240:300], y[240:300]), (x[300:], y[300:])
+
+
+@pytest.fixture
+def tiny_data():
+    """`make_tiny_data()` for one test."""
+    return make_tiny_data()
 
 
 def small_mlp(seed=0, input_dim=40, hidden=(32, 16), classes=10):

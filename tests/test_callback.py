@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 import keras_lottery as kl
-from conftest import compile_model, small_mlp
+from conftest import compile_model, make_tiny_data, small_mlp
 from keras_lottery._keras import keras
 from keras_lottery.masks import prunable_weights
 from keras_lottery.rewind import model_state_variables
@@ -92,11 +92,7 @@ def late_rewind_run(request):
 
 @pytest.fixture(scope="module")
 def tiny_data_module():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(360, 40)).astype("float32")
-    w = rng.normal(size=(40, 10)).astype("float32")
-    y = np.argmax(x @ w, axis=1).astype("int64")
-    return (x[:240], y[:240]), (x[240:300], y[240:300]), (x[300:], y[300:])
+    return make_tiny_data()
 
 
 def test_history_has_a_row_per_round_starting_dense(lth_run):
