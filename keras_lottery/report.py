@@ -146,21 +146,30 @@ def plot_history(rows, path, title=None, series=None):
     all_series = {"ticket": rows}
     all_series.update(series or {})
     fig, (ax_acc, ax_es) = plt.subplots(1, 2, figsize=(11, 4.2))
+    key = "test_accuracy" if all(r.get("test_accuracy") is not None for r in rows) else "val_accuracy"
     for label, srows in all_series.items():
         x = [100.0 * r["weights_remaining"] for r in srows]
-        key = "test_accuracy" if all(r.get("test_accuracy") is not None for r in srows) else "val_accuracy"
-        ax_acc.plot(x, [100.0 * r[key] for r in srows], "o-", label=f"{label} ({key.split('_')[0]})")
+        ax_acc.plot(x, [100.0 * (r.get(key) or float("nan")) for r in srows], "o-",
+                    label=f"{label} ({key.split('_')[0]})")
         ax_es.plot(x, [r.get("early_stop_iteration") for r in srows], "o-", label=label)
+    dense = [r for r in rows if r.get("round") == 0]
+    if dense and dense[0].get(key) is not None:
+        ax_acc.axhline(100.0 * dense[0][key], color="grey", linestyle="--", linewidth=1,
+                       label="dense network (round 0)")
+    # ticks at the measured sparsities, thinned to at most 8
+    ticks = sorted({round(100.0 * r["weights_remaining"], 1) for r in rows}, reverse=True)
+    ticks = ticks[:: max(1, -(-len(ticks) // 8))]
+    x_min = min(100.0 * r["weights_remaining"] for s in all_series.values() for r in s)
     for ax, ylabel in ((ax_acc, "accuracy (%)"), (ax_es, "early-stopping iteration")):
         ax.set_xscale("log")
-        ax.set_xlim(105, min(90.0, *[100.0 * r["weights_remaining"] for s in all_series.values() for r in s]) * 0.9)
-        ax.set_xlabel("% of weights remaining (log scale)")
-        ax.set_ylabel(ylabel)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-        ticks = [100, 51.2, 26.2, 13.4, 6.9, 3.5, 1.8, 1.0]
+        ax.set_xlim(110, x_min * 0.85)
         ax.set_xticks(ticks)
         ax.set_xticklabels([f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("% of weights remaining (log scale)")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
     if title:
         fig.suptitle(title)
     fig.tight_layout()
