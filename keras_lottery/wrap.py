@@ -177,12 +177,24 @@ def strip_model(model):
     """Returns a plain Keras model: wrappers removed, pruned weights exact zeros.
 
     Each kernel is multiplied by its mask before stripping, because tfmot's
-    `strip_pruning` returns the inner layers as they are.
+    `strip_pruning` returns the inner layers as they are. tfmot's result also
+    shares its variables with the wrapped model, so the returned model is a
+    copy with its own variables: training the wrapped model further leaves
+    it unchanged.
+
+    Args:
+      model: a model wrapped by `wrap_model`.
+
+    Returns:
+      A plain tf_keras model with the same architecture minus the wrappers.
     """
     for wrapper in pruned_layers(model):
         for weight, mask, _ in wrapper.pruning_vars:
             weight.assign(weight * mask)
-    return tfmot.sparsity.keras.strip_pruning(model)
+    stripped = tfmot.sparsity.keras.strip_pruning(model)
+    copy = keras.models.clone_model(stripped)
+    copy.set_weights(stripped.get_weights())
+    return copy
 
 
 def _lean_call(wrapper):

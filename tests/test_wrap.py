@@ -51,6 +51,10 @@ def test_strip_model_gives_plain_layers_with_exact_zeros():
     kernel = stripped.get_layer("fc1").kernel.numpy()
     assert np.all(kernel[masks["fc1/kernel"] == 0] == 0)
     assert np.count_nonzero(kernel) > 0
+    # the stripped model owns its variables: changing the wrapped one leaves it alone
+    for w in kl.masks.prunable_weights(wrapped):
+        w.weight.assign(w.weight + 1.0)
+    assert np.array_equal(stripped.get_layer("fc1").kernel.numpy(), kernel)
 
 
 def test_keras3_model_gets_an_actionable_error():
