@@ -308,6 +308,7 @@ class ControlCallback(IMPCallback):
         self._enter_round(1)
 
     def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
         if not self._checked_start:
             self._checked_start = True
             if epoch != self.initial_epoch:

@@ -172,3 +172,20 @@ def test_errors_name_the_fix(ticket):
         controls.ControlCallback("reinit", recorder)
     with pytest.raises(ValueError, match="batch_size"):
         controls.train_control("reinit", ticket["model"], ticket["recorder"], ticket["x"], ticket["y"])
+
+
+def test_control_counts_steps_over_multi_epoch_rounds():
+    (x, y), val = _data()
+    imp = kl.IMP(rounds=1, prune_rate=0.5)
+    model = compile_model(imp.wrap(small_mlp(seed=3)))
+    epochs = imp.epochs(per_round=2)
+    callbacks = imp.callbacks(verbose=0)
+    recorder = controls.TicketRecorder(callbacks)
+    data, steps = controls.ordered_batches(x, y, BATCH, seed=5)
+    model.fit(data, steps_per_epoch=steps, epochs=epochs, validation_data=val,
+              callbacks=callbacks + [recorder], verbose=0)
+    cb = controls.train_control("random", model, recorder, x, y, batch_size=BATCH,
+                                data_seed=5, seed=2, validation_data=val)
+    assert imp.history[1].steps == 2 * steps
+    assert [r.steps for r in cb.history] == [2 * steps]
+    assert 0 < cb.history[0].early_stop_iteration <= 2 * steps
