@@ -94,8 +94,12 @@ def _steps_per_execution(model):
         return 1
 
 
-def _is_chief(model):
-    """False on non-chief workers of MultiWorkerMirroredStrategy (they write no files)."""
+def is_chief(model):
+    """True if this process should write files for `model`'s strategy.
+
+    Under `MultiWorkerMirroredStrategy` only the chief worker does; with no
+    strategy, `MirroredStrategy` or `TPUStrategy` the single client does.
+    """
     try:
         return bool(model.distribute_strategy.extended.should_checkpoint)
     except (AttributeError, NotImplementedError):
@@ -201,8 +205,6 @@ class IMPCallback(keras.callbacks.Callback):
                 "imp.callbacks() for a new run; to continue an interrupted run, "
                 "use imp.callbacks(resume_dir=...) and fit(..., "
                 "initial_epoch=imp.initial_epoch()).")
-        if not masks_lib.prunable_weights(self.model):
-            return
         layers = {w.layer_name for w in masks_lib.prunable_weights(self.model)}
         unknown = set(self.layer_rates) - layers
         if unknown:
@@ -237,7 +239,6 @@ class IMPCallback(keras.callbacks.Callback):
         masks_lib.attach_mask_constraints(self.model)
         if self.bypass_wrapper_ops:
             bypass_wrapper_ops(self.model)
-        self._global_step = 0
         self.theta0 = WeightSnapshot.capture(self.model, step=0)
         if self.rewind.value == 0:
             self.theta_k = self.theta0
@@ -252,7 +253,6 @@ class IMPCallback(keras.callbacks.Callback):
         # epoch: count the steps run, not the calls.
         steps = getattr(self, "_epoch_start_steps", 0) + int(batch) + 1 - self._round_steps
         self._round_steps += steps
-        self._global_step += steps
         if self._evaluator is not None and self._evaluator.due(
                 self._round_steps, self._steps_per_epoch and self._steps_per_epoch * self.epochs_per_round):
             self._val_curve.append(self._evaluator.evaluate(self.model, self._round_steps))
@@ -341,7 +341,7 @@ class IMPCallback(keras.callbacks.Callback):
         return [r.to_dict() for r in self.history]
 
     def _write_report(self):
-        if not self.report_dir or not _is_chief(self.model):
+        if not self.report_dir or not is_chief(self.model):
             return
         payload = {
             "config": dict(self.run_config, rounds=self.schedule.rounds,

@@ -44,7 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_lottery._keras import keras
-from keras_lottery.callback import IMPCallback, RoundResult, _is_chief
+from keras_lottery.callback import IMPCallback, RoundResult, is_chief
 from keras_lottery.rewind import WeightSnapshot
 
 __all__ = [
@@ -60,15 +60,6 @@ logger = logging.getLogger("keras_lottery")
 CHECKPOINT_FILE = "imp_checkpoint.json"
 FORMAT_VERSION = 1
 _KEEP_DATA_FILES = 2
-
-
-def is_chief(model):
-    """True if this process should write files for `model`'s strategy.
-
-    Under `MultiWorkerMirroredStrategy` only the chief worker does; with no
-    strategy, `MirroredStrategy` or `TPUStrategy` the single client does.
-    """
-    return _is_chief(model)
 
 
 def _join(folder, name):
@@ -285,7 +276,6 @@ class RoundCheckpoint(keras.callbacks.Callback):
             "next_round": next_round,
             "initial_epoch": next_round * imp.epochs_per_round,
             "finished": finished,
-            "global_step": imp._global_step,
             "rewind_steps": imp._k,
             "config": _run_config(imp),
             "model_variables": [v.name for v in model_vars],
@@ -375,7 +365,6 @@ class RoundCheckpoint(keras.callbacks.Callback):
         imp.history = [RoundResult.from_dict(row) for row in meta["history"]]
         imp.round = min(int(meta["next_round"]), imp.schedule.rounds)
         imp._k = meta["rewind_steps"]
-        imp._global_step = int(meta["global_step"])
         imp._reset_round_state()
         self.restored_round = int(meta["next_round"])
         if meta["finished"]:
