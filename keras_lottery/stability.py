@@ -294,10 +294,13 @@ def evaluate_path(model_a, model_b, x, y, num_points=DEFAULT_POINTS, bn_data=Non
     use_bn = bn_data is not None and has_bn
     alphas = [float(a) for a in np.linspace(0.0, 1.0, int(num_points))]
     probe = copy_model(model_a)
+    # the endpoints' weights are read once, not once per point
+    values_a, values_b = model_a.get_weights(), model_b.get_weights()
     losses, errors = [], []
     for alpha in alphas:
-        interpolate(model_a, model_b, alpha, bn_data=bn_data if use_bn else None,
-                    bn_batch_size=bn_batch_size, into=probe)
+        probe.set_weights(_interpolated_values(values_a, values_b, alpha))
+        if use_bn:
+            recompute_bn_statistics(probe, bn_data, batch_size=bn_batch_size)
         loss, error = _loss_and_error(probe, x, y, batch_size, from_logits)
         losses.append(loss)
         errors.append(error)
@@ -666,8 +669,7 @@ def search_rewind_point(model, train_data, eval_data, candidates, epochs, batch_
     for k, label in labelled:
         start.set_weights(snaps.taken[k])
         if masks is not None:
-            masks_lib.write_masks(start, masks)
-            masks_lib.apply_masks(start)
+            masks_lib.write_masks(start, masks)  # also zeroes the pruned weights
         result = analyze(start, train_data, eval_data, steps=total - k, seeds=seeds,
                          batch_size=batch_size, compile_fn=compile_fn, start_step=k,
                          num_points=num_points, bn_examples=bn_examples)
