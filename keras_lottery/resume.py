@@ -260,8 +260,9 @@ class RoundCheckpoint(keras.callbacks.Callback):
                                   ("loss_scale", scale_vars)):
             for i, v in enumerate(variables):
                 arrays[f"{prefix}/{i}"] = np.asarray(v.numpy())
+        theta_k_is_theta0 = imp.theta_k is imp.theta0 and imp.theta0 is not None
         for prefix, snap in (("theta0", imp.theta0), ("theta_k", imp.theta_k)):
-            if snap is not None:
+            if snap is not None and not (prefix == "theta_k" and theta_k_is_theta0):
                 for i, value in enumerate(snap.values):
                     arrays[f"{prefix}/{i}"] = value
         if not is_chief(model):
@@ -282,7 +283,9 @@ class RoundCheckpoint(keras.callbacks.Callback):
             "optimizer_variables": [v.name for v in opt_vars],
             "loss_scale_variables": len(scale_vars),
             "theta0": None if imp.theta0 is None else {"names": imp.theta0.names, "step": imp.theta0.step},
-            "theta_k": None if imp.theta_k is None else {"names": imp.theta_k.names, "step": imp.theta_k.step},
+            # rewind "0it": θk is θ0, stored once
+            "theta_k": ("theta0" if theta_k_is_theta0 else None if imp.theta_k is None
+                        else {"names": imp.theta_k.names, "step": imp.theta_k.step}),
             "history": imp.history_rows(),
             "data_file": data_file,
         }
@@ -359,9 +362,7 @@ class RoundCheckpoint(keras.callbacks.Callback):
             return WeightSnapshot(info["names"], values, info["step"])
 
         imp.theta0 = snapshot("theta0")
-        imp.theta_k = snapshot("theta_k")
-        if imp.theta_k is not None and imp.theta_k.step == 0 and imp.rewind.value == 0:
-            imp.theta_k = imp.theta0
+        imp.theta_k = imp.theta0 if meta["theta_k"] == "theta0" else snapshot("theta_k")
         imp.history = [RoundResult.from_dict(row) for row in meta["history"]]
         imp.round = min(int(meta["next_round"]), imp.schedule.rounds)
         imp._k = meta["rewind_steps"]
