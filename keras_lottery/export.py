@@ -33,6 +33,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from keras_lottery import report as report_lib
 from keras_lottery._keras import check_tf_keras_model, keras
 from keras_lottery.wrap import is_prunable, pruned_layers, strip_model
 
@@ -169,32 +170,16 @@ def _check_out_path(path):
     return path
 
 
-def _umask_mode(mode):
-    umask = os.umask(0)
-    os.umask(umask)
-    return mode & ~umask
-
-
 def _write_file_atomically(path, write):
     """Calls `write(tmp_path)` then renames tmp_path to `path` (same folder)."""
     path = _check_out_path(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    base = os.path.basename(path)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + base)
-    os.close(fd)
-    os.remove(tmp)  # writers such as model.save want to create it themselves
-    try:
+
+    def checked_write(tmp):
         write(tmp)
         if os.path.isdir(path):
             raise ValueError(f"Cannot write file {path}: a folder of that name exists.")
-        os.chmod(tmp, _umask_mode(0o666))  # mkstemp makes it private
-        os.replace(tmp, path)
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+
+    return report_lib.atomic_path(path, checked_write)
 
 
 def _write_dir_atomically(path, write):
@@ -207,7 +192,7 @@ def _write_dir_atomically(path, write):
     old = None
     try:
         write(tmp)
-        os.chmod(tmp, _umask_mode(0o777))  # mkdtemp makes it private
+        os.chmod(tmp, report_lib.shared_mode(0o777))  # mkdtemp makes it private
         if os.path.exists(path):
             old = tempfile.mkdtemp(dir=folder, prefix=".old-" + os.path.basename(path) + "-")
             os.rmdir(old)
@@ -252,16 +237,9 @@ def keras_file(model, path, allow_dense=False):
 def _save_keras_file(plain, path):
     ext = os.path.splitext(path)[1].lower()
 
-    def write(tmp):
-        tmp_with_ext = tmp + ext
-        try:
-            plain.save(tmp_with_ext, save_format="h5" if ext == ".h5" else None)
-            os.replace(tmp_with_ext, tmp)
-        finally:
-            if os.path.exists(tmp_with_ext):
-                os.remove(tmp_with_ext)
-
-    return _write_file_atomically(path, write)
+    # the temporary path ends with the file's own name, so Keras sees its extension
+    return _write_file_atomically(
+        path, lambda tmp: plain.save(tmp, save_format="h5" if ext == ".h5" else None))
 
 
 def _serving_function(plain):
@@ -761,7 +739,6 @@ def report(model, test_data, dense_model=None, representative_data=None, out_dir
         result["weights_remaining"] = (result["nonzero_params"] / result["prunable_params"]
                                        if result["prunable_params"] else 1.0)
         if out_dir:
-            from keras_lottery import report as report_lib
             report_lib.write_json(os.path.join(out_dir, "export_report.json"), result)
         return result
     finally:

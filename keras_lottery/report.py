@@ -8,9 +8,11 @@ import csv
 import io
 import json
 import os
+import shutil
 import tempfile
 
 __all__ = [
+    "atomic_path",
     "atomic_write",
     "write_json",
     "read_json",
@@ -37,28 +39,67 @@ TABLE_COLUMNS = [
 ]
 
 
-def _umask_mode():
-    """0o666 minus the process umask: what open() would give a new file."""
+def _read_umask():
     mask = os.umask(0)
     os.umask(mask)
-    return 0o666 & ~mask
+    return mask
+
+
+# Read once: os.umask can only be read by setting it, which races with threads.
+_UMASK = _read_umask()
+
+
+def shared_mode(mode=0o666):
+    """`mode` minus the process umask: what open() / mkdir() would give.
+
+    mkstemp / mkdtemp create private (0600 / 0700) entries; reports and
+    exports are meant to be shared, so temporary files get this mode before
+    they are renamed into place.
+    """
+    return mode & ~_UMASK
+
+
+def atomic_path(path, write):
+    """Calls `write(tmp)` on a fresh temporary path beside `path`, then renames it to `path`.
+
+    The temporary path does not exist yet (writers such as `model.save` or
+    `fig.savefig` create it) and ends with `path`'s own name, extension
+    included. On any error the temporary file or folder is removed and
+    `path` is left as it was.
+
+    Args:
+      path: the file to write (its folder is created).
+      write: callable taking the temporary path.
+
+    Returns:
+      `path`.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + os.path.basename(path))
+    os.close(fd)
+    os.remove(tmp)
+    try:
+        write(tmp)
+        os.chmod(tmp, shared_mode())
+        os.replace(tmp, path)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif os.path.exists(tmp):
+            os.remove(tmp)
+    return path
 
 
 def atomic_write(path, data, mode="w"):
     """Writes `data` to `path` via a temporary file in the same folder + rename."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, mode) as f:
+
+    def write(tmp):
+        with open(tmp, mode) as f:
             f.write(data)
-        os.chmod(tmp, _umask_mode())  # mkstemp makes 0600 files; reports are for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    return atomic_path(path, write)
 
 
 def write_json(path, payload):
@@ -361,19 +402,11 @@ def save_figure(fig, path, metadata=None):
     """
     import matplotlib.pyplot as plt
 
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110, metadata=metadata)
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
+        return atomic_path(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png",
+                                                         metadata=metadata))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
 
 
 def plot_summary(summary, path, title=None):
