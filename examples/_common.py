@@ -50,16 +50,14 @@ def main(args, build_model, title, layer_rates=None, output_layer_rate=None, pru
     """Runs the experiment described by `args` and prints the summary table."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stdout)
-    from keras_lottery import experiment, report
-    from keras_lottery._keras import keras
+    from keras_lottery import experiment, models, report
 
     started = time.time()
     train, val, test = load_data(args)
     controls = () if args.controls in (None, "", "none") else args.controls
 
     def compile_model(model):
-        model.compile(keras.optimizers.Adam(args.lr),
-                      keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"])
+        models.compile_classifier(model, "adam", args.lr)
 
     config = {k: v for k, v in vars(args).items()}
     logging.getLogger("keras_lottery").info(

@@ -7,7 +7,8 @@ All take an `input_shape` so that they run on MNIST-1D (40,), Fashion-MNIST
 
 from keras_lottery._keras import keras
 
-__all__ = ["lenet_300_100", "conv_net", "MODELS", "build"]
+__all__ = ["lenet_300_100", "conv_net", "MODELS", "build", "OPTIMIZERS", "make_optimizer",
+           "compile_classifier"]
 
 layers = keras.layers
 
@@ -228,3 +229,42 @@ __all__ += ["resnet20", "vgg16", "DEEP_MODELS"]
 # models for which global magnitude pruning is the default (Frankle et al.
 # prune deep networks globally: layer sizes differ by orders of magnitude)
 DEEP_MODELS = ("resnet20", "vgg16")
+
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+def make_optimizer(name, learning_rate):
+    """The papers' optimizers: `"adam"` (Adam) or `"sgd"` (SGD, momentum 0.9).
+
+    Args:
+      name: "adam" or "sgd".
+      learning_rate: a float or a `LearningRateSchedule`.
+
+    Raises:
+      ValueError: for another name.
+    """
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate)
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=0.9)
+    raise ValueError(f"Unknown optimizer {name!r}; choose one of {OPTIMIZERS}.")
+
+
+def compile_classifier(model, optimizer="adam", learning_rate=1.2e-3, **compile_kwargs):
+    """Compiles a logits classifier: `make_optimizer`, sparse categorical
+    cross-entropy from logits, accuracy.
+
+    Args:
+      model: the (wrapped) model to compile.
+      optimizer: "adam" or "sgd".
+      learning_rate: a float or a `LearningRateSchedule`.
+      **compile_kwargs: passed on to `model.compile`.
+
+    Returns:
+      `model`.
+    """
+    model.compile(make_optimizer(optimizer, learning_rate),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"],
+                  **compile_kwargs)
+    return model

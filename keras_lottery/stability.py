@@ -33,6 +33,7 @@ import tensorflow_model_optimization as tfmot
 
 from keras_lottery import masks as masks_lib
 from keras_lottery import report as report_lib
+from keras_lottery.models import compile_classifier
 from keras_lottery._keras import check_tf_keras_model, keras
 from keras_lottery.schedule import IMPSchedule, parse_rewind
 from keras_lottery.wrap import (
@@ -313,8 +314,7 @@ def evaluate_path(model_a, model_b, x, y, num_points=DEFAULT_POINTS, bn_data=Non
 
 
 def _default_compile(model):
-    model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"])
+    compile_classifier(model, "sgd", 0.1)
 
 
 def _dataset(x, y, batch_size, seed):

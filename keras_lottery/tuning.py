@@ -34,6 +34,7 @@ import time
 
 import keras_tuner as kt
 
+from keras_lottery import models
 from keras_lottery._keras import keras
 from keras_lottery.progress import ProgressLogger, eta_seconds, format_duration
 from keras_lottery.schedule import parse_rewind
@@ -51,7 +52,7 @@ __all__ = [
 
 logger = logging.getLogger("keras_lottery")
 
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = models.OPTIMIZERS
 
 
 def rounds_for(prune_rate, target):
@@ -191,9 +192,7 @@ class TicketSearchMixin:
     def _make_optimizer(self, learning_rate):
         if callable(self._ticket_optimizer):
             return self._ticket_optimizer(learning_rate)
-        if self._ticket_optimizer == "sgd":
-            return keras.optimizers.SGD(learning_rate, momentum=0.9)
-        return keras.optimizers.Adam(learning_rate)
+        return models.make_optimizer(self._ticket_optimizer, learning_rate)
 
     def trial_settings(self, hp):
         """The IMP settings of a trial: prune_rate, rounds, rewind, learning_rate, epochs_per_round."""

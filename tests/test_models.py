@@ -31,3 +31,15 @@ def test_bad_model_requests_are_refused():
         models.conv_net(2, input_shape=(40,))
     with pytest.raises(ValueError, match="Unknown model"):
         models.build("alexnet", (28, 28, 1))
+
+
+def test_papers_optimizers_and_compile_helper():
+    sgd = models.make_optimizer("sgd", 0.1)
+    assert type(sgd).__name__ == "SGD" and float(sgd.momentum) == 0.9
+    assert type(models.make_optimizer("adam", 1e-3)).__name__ == "Adam"
+    with pytest.raises(ValueError, match="adam"):
+        models.make_optimizer("rmsprop", 0.1)
+    model = models.compile_classifier(models.lenet_300_100((40,)), "adam", 1.2e-3)
+    assert model.loss.get_config()["from_logits"] is True
+    history = model.fit(np.zeros((4, 40), "float32"), np.zeros(4, "int64"), epochs=1, verbose=0)
+    assert "accuracy" in history.history

@@ -89,7 +89,6 @@ def load_data(args):
 def run_seeds(args):
     """--seeds / --controls: IMP and its controls for every seed, then the summary."""
     from keras_lottery import controls, experiment, models, report
-    from keras_lottery._keras import keras
 
     started = time.perf_counter()
     kinds = controls.parse_controls(args.controls)
@@ -108,9 +107,7 @@ def run_seeds(args):
         return models.build(args.model, input_shape=train[0].shape[1:], num_classes=num_classes, seed=seed)
 
     def compile_model(model):
-        optimizer = (keras.optimizers.Adam(args.lr) if args.optimizer == "adam"
-                     else keras.optimizers.SGD(args.lr, momentum=0.9))
-        model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"])
+        models.compile_classifier(model, args.optimizer, args.lr)
 
     config = {k: v for k, v in vars(args).items() if k not in ("func", "quiet", "command")}
     logger.info("IMP: %s on %s, %d rounds x %d epochs, seeds %s, controls %s -> %s",
@@ -149,9 +146,7 @@ def run(args):
     keras.utils.set_random_seed(args.seed)
     model = kl.models.build(args.model, input_shape=x.shape[1:], num_classes=int(y.max()) + 1, seed=args.seed)
     model = imp.wrap(model)
-    optimizer = (keras.optimizers.Adam(args.lr) if args.optimizer == "adam"
-                 else keras.optimizers.SGD(args.lr, momentum=0.9))
-    model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"])
+    kl.models.compile_classifier(model, args.optimizer, args.lr)
     config = {k: v for k, v in vars(args).items() if k not in ("func", "quiet", "command")}
     resume_dir = os.path.join(args.out, "resume") if getattr(args, "resume", False) else None
     logger.info("IMP: %s on %s, %d rounds x %d epochs, %d training examples -> %s",

@@ -106,9 +106,7 @@ def run(args):
 
     def compile_fn(m):
         lr = WarmupStepDecay(args.lr, warmup_steps=args.warmup)
-        optimizer = (keras.optimizers.Adam(lr) if args.optimizer == "adam"
-                     else keras.optimizers.SGD(lr, momentum=0.9))
-        m.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"])
+        models.compile_classifier(m, args.optimizer, lr)
 
     logger.info("stability: %s on %s (%d training examples), %d epochs, candidates %s -> %s",
                 args.model, args.dataset, len(train[0]), args.epochs, ",".join(candidates), args.out)
