@@ -27,6 +27,7 @@ __all__ = [
     "load_mnist1d",
     "load_fashion_mnist",
     "load_arrays",
+    "load_local",
     "split_validation",
 ]
 
@@ -155,6 +156,27 @@ def load_arrays(name, **kwargs):
     if key not in DATASETS:
         raise ValueError(f"Unknown dataset {name!r}; choose one of {sorted(DATASETS)}.")
     return DATASETS[key](**kwargs)
+
+
+def load_local(name, num_samples=5000, data_dir=None):
+    """A local dataset by name with the settings the CLI exposes.
+
+    Args:
+      name: "mnist1d" (generated, `num_samples` examples, seed 42) or
+        "fashion_mnist" (IDX files, searched as `load_fashion_mnist` does,
+        starting with `data_dir`).
+      num_samples: MNIST-1D examples, train + test.
+      data_dir: optional Fashion-MNIST folder.
+
+    Returns:
+      ((x_train, y_train), (x_test, y_test)).
+
+    Raises:
+      ValueError: for an unknown name.
+    """
+    if name == "mnist1d":
+        return load_mnist1d(num_samples=num_samples, seed=42)
+    return load_arrays(name, path=data_dir)
 
 
 def split_validation(x, y, fraction=0.1):

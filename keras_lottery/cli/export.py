@@ -75,10 +75,8 @@ def _data(args, config):
     from keras_lottery import data as data_lib
 
     # the same split as `keras-lottery run`: its validation part is the tail
-    if dataset == "mnist1d":
-        (x, y), test = data_lib.load_mnist1d(num_samples=config.get("num_samples", 5000), seed=42)
-    else:
-        (x, y), test = data_lib.load_fashion_mnist(path=args.data_dir or config.get("data_dir"))
+    (x, y), test = data_lib.load_local(dataset, config.get("num_samples", 5000),
+                                       args.data_dir or config.get("data_dir"))
     train, _ = data_lib.split_validation(x, y, config.get("val_fraction", 0.1))
     return train, test
 

@@ -78,10 +78,7 @@ def register(subparsers):
 def load_data(args):
     from keras_lottery import data
 
-    if args.dataset == "mnist1d":
-        (x, y), test = data.load_mnist1d(num_samples=args.num_samples, seed=42)
-    else:
-        (x, y), test = data.load_fashion_mnist(path=args.data_dir)
+    (x, y), test = data.load_local(args.dataset, args.num_samples, args.data_dir)
     train, val = data.split_validation(x, y, args.val_fraction)
     return train, val, test
 

@@ -76,10 +76,7 @@ def register(subparsers):
 def _load(args):
     from keras_lottery import data
 
-    if args.dataset == "mnist1d":
-        train, test = data.load_mnist1d(num_samples=args.num_samples, seed=42)
-    else:
-        train, test = data.load_fashion_mnist(path=args.data_dir)
+    train, test = data.load_local(args.dataset, args.num_samples, args.data_dir)
     if args.train_size:
         train = (train[0][: args.train_size], train[1][: args.train_size])
     if args.test_size:
