@@ -214,16 +214,28 @@ class _MaskConstraint:
 
 
 def _component_variables(variable):
-    """The per-device components of a distributed variable (or itself)."""
+    """Every variable object an optimizer may read the constraint of.
+
+    That is the variable itself, the per-device components of a distributed
+    variable, and, under a mixed-precision policy, the float32 variable inside
+    each `AutoCastVariable` (the optimizer updates, and reads the constraint
+    of, the inner variable: a constraint on the wrapper alone is never run).
+    """
+    found = [variable]
     values = getattr(variable, "values", None)
     if values is not None and not callable(values):
-        return list(values)
-    if callable(values):
+        found.extend(values)
+    elif callable(values):
         try:
-            return list(values())
+            found.extend(values())
         except TypeError:
             pass
-    return [variable]
+    result = []
+    for var in found:
+        while var is not None and all(var is not r for r in result):
+            result.append(var)
+            var = getattr(var, "_variable", None)  # AutoCastVariable's inner variable
+    return result
 
 
 def attach_mask_constraints(model):
@@ -240,8 +252,7 @@ def attach_mask_constraints(model):
     is the only place keras_lottery touches it.
     """
     for w in prunable_weights(model):
-        targets = [w.weight] + _component_variables(w.weight)
-        for variable in targets:
+        for variable in _component_variables(w.weight):
             current = getattr(variable, "_constraint", None)
             if isinstance(current, _MaskConstraint):
                 continue

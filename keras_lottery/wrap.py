@@ -148,16 +148,26 @@ def wrap_model(model, schedule, layer_filter=None, convert_keras3=True):
         if isinstance(layer, keras.Model):
             return keras.models.clone_model(layer, clone_function=clone)
         if id(layer) in target_ids:
-            return tfmot.sparsity.keras.prune_low_magnitude(
-                layer.__class__.from_config(layer.get_config()),
-                pruning_schedule=schedule,
-            )
+            return _wrap_layer(layer.__class__.from_config(layer.get_config()), schedule)
         return layer.__class__.from_config(layer.get_config())
 
     with keras.utils.custom_object_scope({type(schedule).__name__: type(schedule)}):
         wrapped = keras.models.clone_model(model, clone_function=clone)
     _copy_weights(model, wrapped)
     return wrapped
+
+
+def _wrap_layer(layer, schedule):
+    """A tfmot pruning wrapper around `layer`, computing in the layer's own dtype.
+
+    The wrapper is given the inner layer's dtype policy: under a global mixed
+    policy, a layer the user kept in float32 (e.g. `Dense(..., dtype="float32")`
+    as the output head) would otherwise get a float16 wrapper whose mask is read
+    as float16 and multiplied with the float32 kernel (a `TypeError` in tfmot's
+    mask op).
+    """
+    return tfmot.sparsity.keras.prune_low_magnitude(
+        layer, pruning_schedule=schedule, dtype=layer.dtype_policy)
 
 
 def _copy_weights(source, wrapped):
