@@ -17,6 +17,7 @@ from keras_lottery import convert, progress, tensorboard  # tuning: import keras
 from keras_lottery.convert import to_tf_keras
 from keras_lottery.progress import ProgressLogger
 from keras_lottery.callback import IMPCallback, RoundResult
+from keras_lottery.guard import SparsityGuard, SparsityViolation
 from keras_lottery.imp import IMP, custom_objects, load_wrapped_model
 from keras_lottery.masks import (
     apply_masks,
@@ -61,6 +62,8 @@ __all__ = [
     "RewindPoint",
     "RoundCheckpoint",
     "RoundResult",
+    "SparsityGuard",
+    "SparsityViolation",
     "Ticket",
     "WeightSnapshot",
     "apply_masks",

@@ -112,7 +112,7 @@ class IMP:
 
     def callbacks(self, test_data=None, report_dir=None, verbose=1, run_config=None,
                   eval_every=None, validation_data=None, resume_dir=None,
-                  tensorboard_dir=None):
+                  tensorboard_dir=None, check_sparsity=None):
         """The callbacks to pass to `fit`: tfmot's `UpdatePruningStep`, then `IMPCallback`.
 
         Args:
@@ -134,6 +134,10 @@ class IMP:
             (weights remaining overall and per layer, accuracies, early-stop
             iteration), mask histograms, and per-epoch curves through tfmot's
             PruningSummaries (see `keras_lottery.tensorboard`).
+          check_sparsity: optional N: add a `SparsityGuard(every=N)` that
+            checks after every N-th batch that each pruned weight is exactly
+            zero, raising `SparsityViolation` naming the layer, the count and
+            the step (`True` means every batch).
 
         Raises:
           ValueError: if `epochs(per_round=...)` was not called first.
@@ -157,6 +161,12 @@ class IMP:
 
             self._resume_dir = resume_dir
             callbacks.append(RoundCheckpoint(self._callback, resume_dir))
+        if check_sparsity:
+            from keras_lottery.guard import SparsityGuard
+
+            every = 1 if check_sparsity is True else check_sparsity
+            # first among the batch-end hooks: it must see each step's weights
+            callbacks.insert(1, SparsityGuard(every=every))
         return callbacks
 
     def initial_epoch(self, resume_dir=None):
