@@ -364,3 +364,71 @@ class IMPCallback(keras.callbacks.Callback):
         else:
             lines = report_lib.format_table([row]).splitlines()[2:]
         io_utils.print_msg("\n".join(f"[IMP] {line}" for line in lines))
+
+    # -- checkpoint state (keras_lottery.resume) -------------------------------
+
+    def state_dict(self):
+        """The callback's run state at a round boundary, for a checkpoint.
+
+        Valid once `fit` has started (after `on_train_begin`); taken between
+        two rounds, it is everything `load_state` needs to continue the run
+        in a fresh process with a freshly built callback.
+
+        Returns:
+          A dict with `round` (the round trained next; the last round once
+          all are finished), `history` (a JSON-ready dict per finished round),
+          `rewind_steps` (k, None while unknown), `steps_per_epoch`
+          (as Keras reported it, or None), `theta0` and `theta_k`
+          (`WeightSnapshot`s or None; for rewind "0it" `theta_k` is the same
+          object as `theta0`, so a writer can store it once).
+
+        Example:
+          >>> state = imp.callback.state_dict()   # doctest: +SKIP
+          >>> state["round"], len(state["history"])  # doctest: +SKIP
+          (2, 2)
+        """
+        return {
+            "round": int(self.round),
+            "history": self.history_rows(),
+            "rewind_steps": None if getattr(self, "_k", None) is None else int(self._k),
+            "steps_per_epoch": getattr(self, "_steps_per_epoch", None),
+            "theta0": self.theta0,
+            "theta_k": self.theta_k,
+        }
+
+    def load_state(self, state):
+        """Continues a run from a `state_dict()` taken at a round boundary.
+
+        Call it after `on_train_begin` (so the model is set up for IMP) and
+        before the first step; the model's and optimizer's variables are
+        restored separately (see `keras_lottery.resume.RoundCheckpoint`).
+
+        Args:
+          state: a dict as returned by `state_dict`.
+
+        Raises:
+          RuntimeError: if fit has not started yet.
+          ValueError: if `state` lacks a key or its snapshots were taken
+            from another model.
+
+        Example:
+          >>> fresh.load_state(old.state_dict())   # doctest: +SKIP
+        """
+        if self.model is None or self.theta0 is None:
+            raise RuntimeError("load_state restores a started run: call it after "
+                               "on_train_begin (RoundCheckpoint does).")
+        missing = [k for k in ("round", "history", "rewind_steps", "theta0", "theta_k")
+                   if k not in state]
+        if missing:
+            raise ValueError(f"IMP state lacks {missing}: pass a dict from state_dict().")
+        for key in ("theta0", "theta_k"):
+            snap = state[key]
+            if snap is not None and snap.names != self.theta0.names:
+                raise ValueError(f"The state's {key} was taken from another model "
+                                 "(its variable names differ).")
+        self.theta0 = state["theta0"]
+        self.theta_k = state["theta_k"]
+        self.history = [RoundResult.from_dict(dict(row)) for row in state["history"]]
+        self.round = min(int(state["round"]), self.schedule.rounds)
+        self._k = state["rewind_steps"]
+        self._reset_round_state()
