@@ -19,7 +19,7 @@ import numpy as np
 
 from keras_lottery._keras import keras
 
-__all__ = ["ConversionError", "is_keras3_model", "to_tf_keras"]
+__all__ = ["ACTIVATIONS", "ConversionError", "is_keras3_model", "to_tf_keras"]
 
 logger = logging.getLogger("keras_lottery")
 
@@ -142,6 +142,170 @@ def _filter_kwargs(cls, config, where, source_cls=None):
     return kept
 
 
+# --- activations ---------------------------------------------------------
+# Keras 3 serializes a built-in activation as its name. tf_keras knows some of
+# those names with the same meaning; others it lacks ("hard_silu", "relu6",
+# "leaky_relu", ...) and one means something else: Keras 3's "hard_sigmoid" is
+# relu6(x + 3) / 6, tf_keras's is clip(0.2 x + 0.5, 0, 1). Each Keras 3 name
+# is therefore mapped to a tf_keras name with the same function, or to one of
+# the functions below, registered with tf_keras as "keras_lottery>NAME" (a
+# converted model saved to a file loads wherever keras_lottery is imported).
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+def _register(fn):
+    return keras.utils.register_keras_serializable(package="keras_lottery")(fn)
+
+
+@_register
+def relu6(x):
+    """min(max(x, 0), 6), Keras 3's `relu6`."""
+    return _tf().nn.relu6(x)
+
+
+@_register
+def leaky_relu(x):
+    """Keras 3's `leaky_relu` (negative slope 0.2)."""
+    return _tf().nn.leaky_relu(x, alpha=0.2)
+
+
+@_register
+def hard_sigmoid(x):
+    """Keras 3's `hard_sigmoid`: relu6(x + 3) / 6 (tf_keras's has slope 0.2)."""
+    return _tf().nn.relu6(x + 3.0) * (1.0 / 6.0)
+
+
+@_register
+def hard_silu(x):
+    """Keras 3's `hard_silu` / `hard_swish`: x * relu6(x + 3) / 6."""
+    return x * hard_sigmoid(x)
+
+
+@_register
+def celu(x):
+    """Keras 3's `celu` (alpha 1)."""
+    tf = _tf()
+    return tf.maximum(x, 0.0) + tf.math.expm1(tf.minimum(x, 0.0))
+
+
+@_register
+def hard_tanh(x):
+    """Keras 3's `hard_tanh`: clip(x, -1, 1)."""
+    return _tf().clip_by_value(x, -1.0, 1.0)
+
+
+@_register
+def log_softmax(x):
+    """Keras 3's `log_softmax` over the last axis."""
+    return _tf().nn.log_softmax(x, axis=-1)
+
+
+@_register
+def log_sigmoid(x):
+    """Keras 3's `log_sigmoid`."""
+    return _tf().math.log_sigmoid(x)
+
+
+@_register
+def tanh_shrink(x):
+    """Keras 3's `tanh_shrink`: x - tanh(x)."""
+    return x - _tf().tanh(x)
+
+
+@_register
+def soft_shrink(x):
+    """Keras 3's `soft_shrink` (threshold 0.5)."""
+    tf = _tf()
+    return tf.where(x > 0.5, x - 0.5, tf.where(x < -0.5, x + 0.5, tf.zeros_like(x)))
+
+
+@_register
+def hard_shrink(x):
+    """Keras 3's `hard_shrink` (threshold 0.5)."""
+    tf = _tf()
+    return tf.where(tf.abs(x) > 0.5, x, tf.zeros_like(x))
+
+
+@_register
+def squareplus(x):
+    """Keras 3's `squareplus` (b = 4): (x + sqrt(x^2 + 4)) / 2."""
+    tf = _tf()
+    return (x + tf.sqrt(tf.square(x) + 4.0)) / 2.0
+
+
+@_register
+def sparse_plus(x):
+    """Keras 3's `sparse_plus`: 0, (x + 1)^2 / 4, x for x <= -1, |x| < 1, x >= 1."""
+    tf = _tf()
+    return tf.where(x <= -1.0, tf.zeros_like(x), tf.where(x < 1.0, 0.25 * tf.square(x + 1.0), x))
+
+
+@_register
+def sparse_sigmoid(x):
+    """Keras 3's `sparse_sigmoid`: clip((x + 1) / 2, 0, 1)."""
+    return _tf().clip_by_value(0.5 * (x + 1.0), 0.0, 1.0)
+
+
+@_register
+def glu(x):
+    """Keras 3's `glu` over the last axis: a * sigmoid(b), [a, b] = split(x)."""
+    tf = _tf()
+    a, b = tf.split(x, 2, axis=-1)
+    return a * tf.sigmoid(b)
+
+
+# Keras 3 activation name -> tf_keras activation identifier.
+ACTIVATIONS = {
+    **{name: name for name in ("relu", "softmax", "elu", "selu", "softplus", "softsign",
+                               "tanh", "sigmoid", "exponential", "linear", "mish", "gelu")},
+    "swish": "swish",
+    "silu": "swish",
+    "hard_swish": "keras_lottery>hard_silu",
+    **{fn.__name__: f"keras_lottery>{fn.__name__}"
+       for fn in (relu6, leaky_relu, hard_sigmoid, hard_silu, celu, hard_tanh, log_softmax,
+                  log_sigmoid, tanh_shrink, soft_shrink, hard_shrink, squareplus,
+                  sparse_plus, sparse_sigmoid, glu)},
+}
+
+# options whose value is an activation, in the layers tf_keras has
+_ACTIVATION_KEYS = ("activation", "recurrent_activation")
+
+
+def _convert_activation(value, key, where):
+    if isinstance(value, dict) and value.get("class_name") == "function":
+        value = value.get("config")  # Keras 3 may serialize a function as a dict
+    if not isinstance(value, str):
+        return value
+    if value not in ACTIVATIONS:
+        known = ", ".join(sorted(ACTIVATIONS))
+        raise ConversionError(
+            f"{where}: {key}={value!r} has no tf_keras equivalent (known Keras 3 "
+            f"activations: {known}). Use one of those, or build the layer with tf_keras.")
+    return ACTIVATIONS[value]
+
+
+def _attention_config(layer, config, where):
+    """Adds the input shapes tf_keras's MultiHeadAttention needs to rebuild itself."""
+    shapes = getattr(layer, "_build_shapes_dict", None) or {}
+    query = shapes.get("query_shape")
+    value = shapes.get("value_shape")
+    if query is None or value is None:
+        raise ConversionError(
+            f"{where} is not built (its input shapes are unknown); call the model on "
+            "its inputs (or build it with keras.Input) before converting.")
+    key = shapes.get("key_shape") or value
+    return dict(config, query_shape=list(query), value_shape=list(value), key_shape=list(key))
+
+
+# Keras 3 layers of the built-in module that run user code, so their config
+# cannot be rebuilt by tf_keras.
+_USER_CODE_LAYERS = ("Lambda", "TFSMLayer", "TorchModuleWrapper", "JaxLayer", "FlaxLayer")
+
+
 def _convert_layer(layer):
     """A new tf_keras layer equivalent to the Keras 3 `layer` (weights not yet copied)."""
     cls_name = type(layer).__name__
@@ -152,13 +316,25 @@ def _convert_layer(layer):
             f"{where} from `{module}` is not a built-in Keras layer, so it cannot be "
             "converted to tf_keras. Rewrite it as a tf_keras layer (import tf_keras as keras) "
             "and build the model with tf_keras.")
+    if cls_name in _USER_CODE_LAYERS:
+        raise ConversionError(
+            f"{where} wraps your own Python code, so it is not a built-in layer "
+            "and cannot be converted to tf_keras. Replace it with built-in layers, "
+            "or rewrite it as a tf_keras layer (import tf_keras as keras) and build "
+            "the model with tf_keras.")
     cls = getattr(keras.layers, cls_name, None)
     if cls is None or not inspect.isclass(cls):
         raise ConversionError(
             f"{where} has no tf_keras counterpart (tf_keras.layers.{cls_name} does not "
             "exist). Replace it with layers tf_keras has, or build the model with tf_keras.")
-    config = {k: _convert_object(v, where) for k, v in layer.get_config().items()}
+    config = layer.get_config()
+    for key in _ACTIVATION_KEYS:
+        if key in config:
+            config[key] = _convert_activation(config[key], key, where)
+    config = {k: _convert_object(v, where) for k, v in config.items()}
     config = _filter_kwargs(cls, config, where, source_cls=type(layer))
+    if cls_name == "MultiHeadAttention":  # tf_keras's from_config reads these
+        config = _attention_config(layer, config, where)
     try:
         return cls.from_config(config)
     except Exception as err:
@@ -240,6 +416,43 @@ def _pick(spec, tensors):
     return [_pick(s, tensors) for s in spec]
 
 
+# Keras 3 records arithmetic on tensors (`x + 3.0`, `x * y`, as in
+# MobileNetV3's hard sigmoid) as operations of `keras.ops` in the functional
+# graph; tf_keras records the same TensorFlow op as a TFOpLambda layer.
+_OPERATIONS = {
+    "Add": "add", "Subtract": "subtract", "Multiply": "multiply", "Divide": "divide",
+    "TrueDivide": "divide", "Maximum": "maximum", "Minimum": "minimum", "Power": "pow",
+    "Negative": "negative", "Abs": "abs", "Absolute": "abs", "Square": "square",
+    "Sqrt": "sqrt", "Exp": "exp", "Log": "log", "Tanh": "tanh", "Sigmoid": "sigmoid",
+    "Relu": "relu", "Relu6": "relu6", "Matmul": "matmul",
+}
+
+
+def _convert_operation(entry, tensors):
+    import tensorflow as tf
+
+    op_name = entry["class_name"]
+    where = f"Operation {entry['name']!r} (keras.ops {op_name}, module {entry.get('module')!r})"
+    extra = {k: v for k, v in (entry.get("config") or {}).items() if k != "name"}
+    fn_name = _OPERATIONS.get(op_name)
+    if fn_name is None or extra:
+        raise ConversionError(
+            f"{where} has no conversion to tf_keras (converted: elementwise "
+            f"{', '.join(sorted(_OPERATIONS))}). Express it with a built-in layer "
+            "(e.g. keras.layers.Add, Multiply, Activation) or build the model with tf_keras.")
+    fn = {"pow": tf.pow, "relu": tf.nn.relu, "relu6": tf.nn.relu6, "sigmoid": tf.sigmoid,
+          "matmul": tf.linalg.matmul}.get(fn_name) or getattr(tf.math, fn_name)
+    for node_index, node in enumerate(entry.get("inbound_nodes", [])):
+        args = _resolve(node.get("args", []), tensors)
+        kwargs = _resolve(node.get("kwargs", {}), tensors)
+        try:
+            outputs = fn(*args, **kwargs)
+        except Exception as err:
+            raise ConversionError(f"{where}: applying tf.{fn_name} to its inputs failed "
+                                  f"({type(err).__name__}: {err}).") from err
+        tensors[(entry["name"], node_index)] = tf.nest.flatten(outputs)
+
+
 def _convert_functional(model):
     import tensorflow as tf
 
@@ -249,6 +462,9 @@ def _convert_functional(model):
         name = entry["name"]
         if entry["class_name"] == "InputLayer":
             tensors[(name, 0)] = [_input_from_config(entry["config"])]
+            continue
+        if (entry.get("module") or "").startswith("keras.src.ops"):
+            _convert_operation(entry, tensors)
             continue
         layer = model.get_layer(name)
         new = _convert_any(layer)

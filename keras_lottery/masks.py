@@ -33,17 +33,22 @@ class PrunableWeight:
 
     Attributes:
       name: `"<layer name>/<weight name>"`, e.g. `"dense_1/kernel"`; the key of
-        every mask dictionary in keras_lottery.
+        every mask dictionary in keras_lottery. When a layer has several
+        prunable weights of the same name (MultiHeadAttention's query, key,
+        value and output `kernel`s), each keeps as many trailing parts of its
+        variable's name as make it unique within the layer:
+        `"mha/query/kernel"`, `"mha/key/kernel"`, ...
       layer_name: the name of the wrapped (inner) layer, the key of per-layer
         prune-rate overrides.
       weight: the kernel variable.
       mask: tfmot's mask variable for it (same shape, 0/1 values).
     """
 
-    def __init__(self, layer_name, weight, mask):
+    def __init__(self, layer_name, weight, mask, name=None):
         self.layer_name = layer_name
-        short = weight.name.split("/")[-1].split(":")[0]
-        self.name = f"{layer_name}/{short}"
+        if name is None:
+            name = f"{layer_name}/{_variable_path(weight)[-1]}"
+        self.name = name
         self.weight = weight
         self.mask = mask
 
@@ -65,8 +70,10 @@ def prunable_weights(model):
     for wrapper in pruned_layers(model):
         if not wrapper.built:
             raise ValueError(f"Layer {wrapper.name!r} is not built yet.")
-        for weight, mask, _ in wrapper.pruning_vars:
-            result.append(PrunableWeight(wrapper.layer.name, weight, mask))
+        pairs = [(weight, mask) for weight, mask, _ in wrapper.pruning_vars]
+        names = _unique_names(wrapper.layer.name, [weight for weight, _ in pairs])
+        for (weight, mask), name in zip(pairs, names):
+            result.append(PrunableWeight(wrapper.layer.name, weight, mask, name))
     if not result:
         raise ValueError(
             "The model has no pruning wrappers: wrap it first with "
@@ -76,6 +83,27 @@ def prunable_weights(model):
         raise ValueError(f"Prunable weight names are not unique: {names}. Give "
                          "nested models' layers distinct names.")
     return result
+
+
+def _variable_path(weight):
+    """The parts of a variable's name, without the `:0` suffix."""
+    return weight.name.split(":")[0].split("/")
+
+
+def _unique_names(layer_name, weights):
+    """`"<layer>/<suffix>"` names, each suffix the shortest tail of the
+    variable's name that is unique among the layer's prunable weights.
+
+    A layer whose weights have distinct last parts gets today's names
+    (`dense_1/kernel`), so saved tickets and reports stay valid.
+    """
+    paths = [_variable_path(w) for w in weights]
+    longest = max((len(p) for p in paths), default=1)
+    for depth in range(1, longest + 1):
+        tails = ["/".join(p[-depth:]) for p in paths]
+        if len(set(tails)) == len(tails):
+            return [f"{layer_name}/{t}" for t in tails]
+    return [f"{layer_name}/{'/'.join(p)}" for p in paths]
 
 
 def _keep_count(size, rate, round_index, survivors):

@@ -5,7 +5,10 @@ builds one lives here: the rest of the package asks `pruned_layers(model)`.
 """
 
 import inspect
+import logging
 
+import numpy as np
+import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 from tensorflow_model_optimization.python.core.sparsity.keras import (
     prune_registry,
@@ -26,6 +29,8 @@ __all__ = [
 ]
 
 _WRAPPER_CLASS = pruning_wrapper.PruneLowMagnitude
+
+logger = logging.getLogger("keras_lottery")
 
 
 def is_pruning_wrapper(layer):
@@ -148,13 +153,81 @@ def wrap_model(model, schedule, layer_filter=None, convert_keras3=True):
         if isinstance(layer, keras.Model):
             return keras.models.clone_model(layer, clone_function=clone)
         if id(layer) in target_ids:
-            return _wrap_layer(layer.__class__.from_config(layer.get_config()), schedule)
+            return _wrap_layer(_fresh_copy(layer), schedule)
         return layer.__class__.from_config(layer.get_config())
 
     with keras.utils.custom_object_scope({type(schedule).__name__: type(schedule)}):
         wrapped = keras.models.clone_model(model, clone_function=clone)
     _copy_weights(model, wrapped)
+    _log_coverage(model, wrapped)
     return wrapped
+
+
+def _fresh_copy(layer):
+    """A copy of `layer` from its config, with its own (new) variables.
+
+    A MultiHeadAttention copy is built right away: its query/key/value/output
+    EinsumDense sublayers only create their kernels on the first call, and
+    tfmot's wrapper asks for those kernels when it is built (the unbuilt copy
+    failed with `'EinsumDense' object has no attribute 'kernel'`).
+    """
+    new = layer.__class__.from_config(layer.get_config())
+    if prune_registry.PruneRegistry._is_mha_layer(layer):
+        _build_attention(new, layer.name)
+    return new
+
+
+def _build_attention(layer, name):
+    """Creates every variable of a MultiHeadAttention layer by one call on zeros."""
+    import tensorflow as tf
+
+    if not getattr(layer, "_built_from_signature", False):
+        raise ValueError(
+            f"MultiHeadAttention layer {name!r} has no recorded input shapes "
+            "(query_shape / value_shape are None in its config), so it cannot be "
+            "copied for pruning. Call it on its inputs in the model before wrapping.")
+
+    def zeros(shape):
+        return tf.zeros([1 if d is None else d for d in tf.TensorShape(shape).as_list()])
+
+    with tf.init_scope():
+        layer(zeros(layer._query_shape), zeros(layer._value_shape), key=zeros(layer._key_shape))
+
+
+def _variable_count(variables):
+    seen, total = set(), 0
+    for v in variables:
+        if id(v) not in seen:
+            seen.add(id(v))
+            total += int(np.prod(v.shape))
+    return total
+
+
+def _log_coverage(source, wrapped):
+    """Logs one line: which layers stay dense, and what share of the parameters is prunable."""
+    prunable = _variable_count(w for wrapper in pruned_layers(wrapped)
+                               for w, _, _ in wrapper.pruning_vars)
+    total = _variable_count(source.weights)
+    dense = []
+    for layer in iter_layers(wrapped):
+        if isinstance(layer, keras.Model):
+            continue
+        inner = layer.layer if is_pruning_wrapper(layer) else layer
+        pruned = ({id(w) for w, _, _ in layer.pruning_vars}
+                  if is_pruning_wrapper(layer) else set())
+        kernels = [w for w in inner.trainable_weights
+                   if len(w.shape) >= 2 and id(w) not in pruned
+                   and "bias" not in w.name.split("/")[-1]]
+        if kernels:
+            short = sorted({w.name.split("/")[-1].split(":")[0] for w in kernels})
+            dense.append(f"{inner.name} ({type(inner).__name__}: {', '.join(short)})")
+    shown = ", ".join(dense[:6]) + (f", ... ({len(dense) - 6} more)" if len(dense) > 6 else "")
+    logger.info(
+        "Pruning %d layers: %.1f%% of the model's %d parameters are prunable; %s. "
+        "Biases and normalization parameters are never pruned.",
+        len(pruned_layers(wrapped)), 100.0 * prunable / max(total, 1), total,
+        f"{len(dense)} layers keep dense kernels (tfmot cannot prune them): {shown}"
+        if dense else "no layer keeps a dense kernel")
 
 
 def _wrap_layer(layer, schedule):
@@ -166,8 +239,14 @@ def _wrap_layer(layer, schedule):
     as float16 and multiplied with the float32 kernel (a `TypeError` in tfmot's
     mask op).
     """
-    return tfmot.sparsity.keras.prune_low_magnitude(
-        layer, pruning_schedule=schedule, dtype=layer.dtype_policy)
+    policy = layer.dtype_policy
+    if not getattr(layer, "_autocast", True):
+        # Embedding keeps its table out of autocasting under a mixed policy
+        # (its variables are never cast): the wrapper, whose mask would be
+        # read as float16 against that float32 table, computes in the
+        # variable dtype. The layer still casts its own outputs.
+        policy = policy.variable_dtype
+    return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule, dtype=policy)
 
 
 def _copy_weights(source, wrapped):
@@ -207,21 +286,44 @@ def strip_model(model):
     return copy
 
 
-def _lean_call(wrapper):
+@tf.custom_gradient
+def _with_dense_gradient(table):
+    """Identity whose gradient is a dense tensor, never `IndexedSlices`."""
+
+    def grad(upstream):
+        return tf.convert_to_tensor(upstream)
+
+    return tf.identity(table), grad
+
+
+def _lean_call(wrapper, dense_gradients=False):
     """The inner layer's own forward pass, for `bypass_wrapper_ops`."""
     inner = wrapper.layer
     accepts_training = "training" in inspect.getfullargspec(inner.call).args
+    table = getattr(inner, "embeddings", None) if dense_gradients else None
 
-    def call(inputs, training=None, **kwargs):
+    def forward(inputs, training, kwargs):
         if accepts_training:
             return inner.call(inputs, training=training, **kwargs)
         return inner.call(inputs, **kwargs)
+
+    def call(inputs, training=None, **kwargs):
+        if table is None:
+            return forward(inputs, training, kwargs)
+        # The lookup reads the table through an identity with a dense
+        # gradient. object.__setattr__ skips Keras' attribute tracking, so the
+        # layer's weights are untouched; the variable is back right after.
+        object.__setattr__(inner, "embeddings", _with_dense_gradient(table))
+        try:
+            return forward(inputs, training, kwargs)
+        finally:
+            object.__setattr__(inner, "embeddings", table)
 
     call._keras_lottery_lean = True
     return call
 
 
-def bypass_wrapper_ops(model):
+def bypass_wrapper_ops(model, dense_embedding_gradients=False):
     """Drops tfmot's per-step bookkeeping from the wrappers' forward pass.
 
     On every call (training and inference) tfmot's wrapper increments its
@@ -243,6 +345,11 @@ def bypass_wrapper_ops(model):
 
     Args:
       model: a model wrapped by `wrap_model`.
+      dense_embedding_gradients: give embedding tables a dense gradient
+        instead of `IndexedSlices`. Needed with the legacy optimizers
+        (`keras.optimizers.legacy.*`), which refuse to run a variable's
+        constraint (here: the mask) after a sparse update. Costs one dense
+        table-sized gradient per step.
 
     Returns:
       The number of wrappers changed.
@@ -258,7 +365,7 @@ def bypass_wrapper_ops(model):
         if not isinstance(wrapper.pruning_schedule, IMPSchedule):
             continue
         if not getattr(wrapper.__dict__.get("call"), "_keras_lottery_lean", False):
-            wrapper.call = _lean_call(wrapper)
+            wrapper.call = _lean_call(wrapper, dense_embedding_gradients)
         changed += 1
     return changed
 

@@ -143,3 +143,59 @@ def test_augmentation_stays_off_at_inference_and_adapted_state_is_copied():
     for _ in range(3):  # a random flip would show up in some of these
         np.testing.assert_allclose(model(x, training=False).numpy(), np.asarray(k3(x, training=False)),
                                    rtol=1e-5, atol=1e-5)
+
+
+def test_keras3_multi_head_attention_converts_and_is_pruned():
+    # fails on the old code: ConversionError ... KeyError: 'query_shape'
+    keras3.utils.set_random_seed(4)
+    inputs = keras3.Input((6, 8))
+    x = keras3.layers.MultiHeadAttention(2, 4, name="mha")(inputs, inputs)
+    x = keras3.layers.GlobalAveragePooling1D()(x)
+    k3 = keras3.Model(inputs, keras3.layers.Dense(3, name="head")(x))
+    model = to_tf_keras(k3)
+    x = np.random.default_rng(0).normal(size=(3, 6, 8)).astype("float32")
+    np.testing.assert_allclose(model(x).numpy(), np.asarray(k3(x)), rtol=1e-5, atol=1e-6)
+    wrapped = kl.IMP(rounds=1, prune_rate=0.5).wrap(k3)
+    assert len(kl.masks.prunable_weights(wrapped)) == 5
+
+
+def test_every_keras3_string_activation_is_mapped_or_named():
+    # fails on the old code: "hard_silu" unknown to tf_keras; "hard_sigmoid"
+    # silently meant tf_keras's clip(0.2 x + 0.5), not relu6(x + 3) / 6
+    from keras.src.activations import ALL_OBJECTS_DICT
+
+    x = np.linspace(-7.0, 7.0, 6 * 10, dtype="float32").reshape(10, 6)
+    converted = 0
+    for name in sorted(ALL_OBJECTS_DICT):
+        k3 = keras3.Sequential([keras3.Input((6,)), keras3.layers.Dense(4, activation=name, name="dense"),
+                                keras3.layers.Activation(name, name="act")])
+        try:
+            model = to_tf_keras(k3, check=False)
+        except ConversionError as err:
+            assert name in str(err) and "'dense'" in str(err)
+            continue
+        expected = np.asarray(k3(x))
+        np.testing.assert_allclose(model(x).numpy(), expected, rtol=1e-5, atol=1e-5, err_msg=name)
+        # the config round-trips (what wrapping and saving do)
+        again = keras.Sequential.from_config(model.get_config())
+        again.set_weights(model.get_weights())
+        np.testing.assert_allclose(again(x).numpy(), expected, rtol=1e-5, atol=1e-5, err_msg=name)
+        converted += 1
+    assert converted >= len(ALL_OBJECTS_DICT) - 2  # all but threshold / sparsemax
+
+
+def test_keras3_arithmetic_operations_convert():
+    inputs = keras3.Input((5,))
+    x = keras3.layers.Dense(4, name="d")(inputs)
+    outputs = keras3.layers.ReLU(6.0)(x + 3.0) * (1.0 / 6.0)
+    k3 = keras3.Model(inputs, outputs)
+    x = np.random.default_rng(0).normal(size=(3, 5)).astype("float32") * 4
+    np.testing.assert_allclose(to_tf_keras(k3)(x).numpy(), np.asarray(k3(x)), rtol=1e-6, atol=1e-6)
+
+
+def test_keras3_lambda_gets_the_not_built_in_error():
+    # fails on the old code: KeyError: 'function_type'
+    k3 = keras3.Sequential([keras3.Input((4,)), keras3.layers.Lambda(lambda t: 2 * t, name="twice"),
+                            keras3.layers.Dense(2)])
+    with pytest.raises(ConversionError, match="'twice' \\(Lambda\\).*not a built-in layer"):
+        to_tf_keras(k3)

@@ -105,3 +105,52 @@ def test_unbuilt_model_is_refused():
     model = keras.Sequential([keras.layers.Dense(2)])
     with pytest.raises(ValueError, match="not built"):
         kl.IMP(rounds=1, prune_rate=0.2).wrap(model)
+
+
+def _attention_model(seed=0):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((6, 8))
+    x = keras.layers.MultiHeadAttention(2, 4, name="mha")(inputs, inputs)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(inputs, keras.layers.Dense(3, name="head")(x))
+
+
+def test_multi_head_attention_is_wrapped_and_its_four_kernels_pruned():
+    # fails on the old code: 'EinsumDense' object has no attribute 'kernel'
+    # (the copy of the layer was rebuilt from its config, unbuilt)
+    model = _attention_model()
+    wrapped = kl.IMP(rounds=1, prune_rate=0.5).wrap(model)
+    x = np.random.default_rng(0).normal(size=(4, 6, 8)).astype("float32")
+    np.testing.assert_allclose(model(x).numpy(), wrapped(x).numpy(), rtol=1e-6, atol=1e-6)
+    assert not {id(v) for v in model.weights} & {id(v) for v in wrapped.weights}
+    names = [w.name for w in kl.masks.prunable_weights(wrapped)]
+    # unique names; a layer with one kernel keeps today's "<layer>/kernel"
+    assert names == ["mha/query/kernel", "mha/key/kernel", "mha/value/kernel",
+                     "mha/attention_output/kernel", "head/kernel"]
+    masks = {w.name: np.ones(w.mask.shape, np.float32) for w in kl.masks.prunable_weights(wrapped)}
+    masks["mha/key/kernel"][0] = 0.0
+    kl.write_masks(wrapped, masks)
+    key = wrapped.get_layer("prune_low_magnitude_mha").layer._key_dense.kernel.numpy()
+    assert np.all(key[0] == 0) and np.all(key[1:] != 0)
+
+
+def test_wrap_logs_one_line_with_dense_layers_and_prunable_share(caplog):
+    import logging
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = keras.layers.DepthwiseConv2D(3, name="dw")(x)
+    x = keras.layers.SeparableConv2D(5, 1, name="sep")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(x))
+    with caplog.at_level(logging.INFO, logger="keras_lottery"):
+        kl.IMP(rounds=1, prune_rate=0.5).wrap(model)
+    lines = [r.getMessage() for r in caplog.records if "prunable" in r.getMessage()]
+    assert len(lines) == 1
+    prunable = 3 * 3 * 3 * 4 + 4 * 5 + 5 * 2  # conv, sep's pointwise, head kernels
+    share = 100.0 * prunable / model.count_params()
+    assert f"{share:.1f}% of the model's {model.count_params()} parameters" in lines[0]
+    assert "dw (DepthwiseConv2D: depthwise_kernel)" in lines[0]
+    assert "sep (SeparableConv2D: depthwise_kernel)" in lines[0]
+    assert "conv (" not in lines[0] and "head (" not in lines[0]
