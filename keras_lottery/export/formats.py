@@ -1,0 +1,329 @@
+"""Stripping a ticket and writing it as `.keras` / `.h5` / SavedModel, atomically.
+
+Every writer here puts its output under a temporary name beside the target
+and renames it into place, so an error never leaves a half-written file or
+folder. The `.keras` / `.h5` writers check the free disk space first and turn
+a full disk into an `ExportError` naming the file.
+"""
+
+import errno
+import logging
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from keras_lottery import report as report_lib
+from keras_lottery._keras import check_tf_keras_model, keras
+from keras_lottery.wrap import is_prunable, pruned_layers, strip_model
+
+logger = logging.getLogger("keras_lottery")
+
+# A plain model counts as a pruned ticket when at least this fraction of its
+# prunable kernel weights are exact zeros (a trained dense net has none).
+MIN_ZERO_FRACTION = 0.01
+
+# Free space asked for beyond a model's weight bytes before a .keras / .h5
+# write: the files hold the architecture and metadata besides the weights.
+_SPACE_MARGIN_BYTES = 1 << 20
+_SPACE_FACTOR = 1.1
+
+
+class ExportError(OSError):
+    """An export could not be written (full disk, unreadable model file, ...)."""
+
+
+# -- stripping ------------------------------------------------------------------
+
+
+def prunable_kernels(model):
+    """(layer name, kernel ndarray) for each prunable layer of a plain model."""
+    result = []
+    stack = list(model.layers)
+    while stack:
+        layer = stack.pop(0)
+        if isinstance(layer, keras.Model):
+            stack[:0] = list(layer.layers)
+        elif is_prunable(layer) and getattr(layer, "kernel", None) is not None:
+            result.append((layer.name, layer.kernel.numpy()))
+    return result
+
+
+def is_pruned(model):
+    """True if `model` holds a ticket: wrapped with some mask < 1, or plain with zeros.
+
+    A wrapped model counts when any mask has pruned something; a plain
+    (stripped) model when at least `MIN_ZERO_FRACTION` of its prunable
+    kernel weights are exact zeros.
+
+    Args:
+      model: a tf_keras model, wrapped or plain.
+
+    Returns:
+      bool.
+    """
+    wrappers = pruned_layers(model)
+    if wrappers:
+        return any(float(tf.reduce_min(mask)) < 0.5
+                   for w in wrappers for _, mask, _ in w.pruning_vars)
+    kernels = prunable_kernels(model)
+    total = sum(k.size for _, k in kernels)
+    zeros = sum(int((k == 0).sum()) for _, k in kernels)
+    return bool(total) and zeros / total >= MIN_ZERO_FRACTION
+
+
+def strip(model, allow_dense=False):
+    """The plain Keras model to export: wrappers removed, pruned weights exact zeros.
+
+    Args:
+      model: a model wrapped by `IMP.wrap` after pruning, or an already
+        stripped ticket (a plain model whose kernels hold zeros).
+      allow_dense: export a model that was never wrapped or never pruned
+        anyway (as the dense model it is).
+
+    Returns:
+      A plain tf_keras model (no tfmot wrappers). For a wrapped model the
+      kernels are masked first (`keras_lottery.strip_model`); a plain model
+      is returned as it is, or as an uncompiled copy with the same weights
+      if it was compiled (so no optimizer state is exported).
+
+    Raises:
+      TypeError: for a Keras 3 model or a non-model.
+      ValueError: for a model that was never wrapped or never pruned, unless
+        `allow_dense=True`.
+
+    Example:
+      >>> plain = kl.export.strip(model)   # doctest: +SKIP
+    """
+    check_tf_keras_model(model)
+    wrapped = bool(pruned_layers(model))
+    if not is_pruned(model):
+        state = ("is wrapped for pruning but no round has pruned anything yet "
+                 "(every mask is all ones)" if wrapped else
+                 "was never wrapped or pruned (no tfmot wrappers, and less than "
+                 f"{MIN_ZERO_FRACTION:.0%} of its prunable weights are zero)")
+        if not allow_dense:
+            raise ValueError(
+                f"The model {model.name!r} {state}, so there is no ticket to export. "
+                "Export the model returned by IMP.wrap after its fit (or a run's "
+                "wrapped_model.keras), or pass allow_dense=True (CLI: --allow-dense) "
+                "to export it as a dense model.")
+        logger.warning("Exporting %r as a dense model: it %s.", model.name, state)
+    if not wrapped:
+        return without_training_state(model)
+    return strip_model(model)
+
+
+def without_training_state(model):
+    """An uncompiled copy with the same weights, so no optimizer state is exported."""
+    if getattr(model, "optimizer", None) is None:
+        return model
+    if not (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)):
+        return model  # subclassed: cannot clone; exported as it is
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+# -- atomic file and folder writing ------------------------------------------------
+
+
+def check_out_path(path):
+    """`path` as a string, its folder created; refuses an empty path or a file as folder."""
+    path = os.fspath(path)
+    if not path:
+        raise ValueError("The output path is empty: name a file or folder to write.")
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise ValueError(f"Cannot write {path}: {folder} is a file, not a folder.")
+    os.makedirs(folder, exist_ok=True)
+    return path
+
+
+def write_file_atomically(path, write):
+    """Calls `write(tmp_path)` then renames tmp_path to `path` (same folder)."""
+    path = check_out_path(path)
+
+    def checked_write(tmp):
+        write(tmp)
+        if os.path.isdir(path):
+            raise ValueError(f"Cannot write file {path}: a folder of that name exists.")
+
+    return report_lib.atomic_path(path, checked_write)
+
+
+def write_dir_atomically(path, write):
+    """Calls `write(tmp_dir)` then moves tmp_dir to `path`, replacing an old one.
+
+    `tmp_dir` is a fresh empty folder beside `path`. The old folder (if any)
+    is renamed aside, the new one renamed into place, and the old one
+    removed; on an error in `write` the old folder is untouched and the
+    temporary one removed, so `path` holds either the old or the new
+    content, never a mix.
+    """
+    path = check_out_path(path).rstrip(os.sep) or path
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"Cannot write folder {path}: a file of that name exists.")
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = tempfile.mkdtemp(dir=folder, prefix=".tmp-" + os.path.basename(path) + "-")
+    old = None
+    try:
+        write(tmp)
+        os.chmod(tmp, report_lib.shared_mode(0o777))  # mkdtemp makes it private
+        if os.path.exists(path):
+            old = tempfile.mkdtemp(dir=folder, prefix=".old-" + os.path.basename(path) + "-")
+            os.rmdir(old)
+            os.rename(path, old)
+        os.rename(tmp, path)
+    finally:
+        for leftover in (tmp, old):
+            if leftover and os.path.isdir(leftover):
+                shutil.rmtree(leftover, ignore_errors=True)
+    return path
+
+
+def weight_bytes(model):
+    """Bytes of all of `model`'s weights as stored (dtype sizes)."""
+    return int(sum(np.prod(w.shape) * w.dtype.size for w in model.weights))
+
+
+def check_free_space(path, needed):
+    """Raises ExportError if the folder of `path` has less than `needed` bytes free."""
+    folder = os.path.dirname(os.path.abspath(path))
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise ExportError(
+            errno.ENOSPC,
+            f"Not enough free disk space to write {path}: about {needed / 1e6:,.1f} MB "
+            f"needed, {free / 1e6:,.1f} MB free in {folder}. Free some space or "
+            "choose another output folder; nothing was written.")
+
+
+def _disk_error(err, path):
+    if isinstance(err, ExportError):
+        return err
+    full = getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or \
+        "No space left" in str(err)
+    if not full:
+        return None
+    return ExportError(errno.ENOSPC, f"The disk filled up while writing {path}: {err}. "
+                       "Free some space or choose another output folder; the "
+                       "partial file was removed.")
+
+
+# -- Keras files and SavedModel -----------------------------------------------------
+
+
+def keras_file(model, path, allow_dense=False):
+    """Saves the stripped model as a `.keras` (Keras v3 format) or `.h5` file.
+
+    Args:
+      model: the wrapped (or stripped) ticket; see `strip`.
+      path: output file, ending in `.keras` or `.h5`.
+      allow_dense: see `strip`.
+
+    Returns:
+      The path written. Load it with `keras.models.load_model(path)` (no
+      tfmot scope needed: it holds no wrappers).
+
+    Raises:
+      ValueError: for another extension, or a model without a ticket.
+      ExportError: (an `OSError`) when the disk has too little free space
+        or fills up; nothing is left at `path`'s temporary name.
+
+    Example:
+      >>> kl.export.keras_file(model, "ticket.keras")   # doctest: +SKIP
+    """
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".keras", ".h5"):
+        raise ValueError(f"Keras file {path!r} must end in .keras or .h5 "
+                         "(for a SavedModel folder use export.saved_model).")
+    return save_keras_file(strip(model, allow_dense), path)
+
+
+def save_keras_file(plain, path):
+    """Writes a plain model to `path` (.keras or .h5), atomically, space checked."""
+    ext = os.path.splitext(path)[1].lower()
+    check_out_path(path)
+    check_free_space(path, int(weight_bytes(plain) * _SPACE_FACTOR) + _SPACE_MARGIN_BYTES)
+    try:
+        # the temporary path ends with the file's own name, so Keras sees its extension
+        return write_file_atomically(
+            path, lambda tmp: plain.save(tmp, save_format="h5" if ext == ".h5" else None))
+    except Exception as err:  # h5py / zipfile report a full disk in their own ways
+        disk = _disk_error(err, path)
+        if disk is None:
+            raise
+        raise disk from err
+
+
+def serving_function(plain):
+    """A tf.function over the model's inputs (batch free) returning {output name: tensor}."""
+    specs = [tf.TensorSpec((None,) + tuple(t.shape[1:]), t.dtype, name=t.name.split(":")[0])
+             for t in plain.inputs]
+    output_names = list(plain.output_names)
+
+    @tf.function(input_signature=specs)
+    def serve(*inputs):
+        outputs = plain(inputs[0] if len(inputs) == 1 else list(inputs), training=False)
+        if not isinstance(outputs, (list, tuple)):
+            outputs = [outputs]
+        return dict(zip(output_names, outputs))
+
+    return serve
+
+
+def saved_model(model, path, allow_dense=False):
+    """Exports the stripped model as a SavedModel folder with a serving signature.
+
+    The `serving_default` signature takes the model's inputs by their input
+    names (batch size free) and returns a dict keyed by the output layers'
+    names; TF Serving and `tf.saved_model.load` can use it.
+
+    Args:
+      model: the wrapped (or stripped) ticket; see `strip`.
+      path: output folder (replaced if it exists; written to a temporary
+        folder first, then renamed).
+      allow_dense: see `strip`.
+
+    Returns:
+      The path written.
+
+    Raises:
+      ValueError: a model without a ticket, or a file where the folder goes.
+      ExportError: the disk filled up (the old folder, if any, stays).
+
+    Example:
+      >>> kl.export.saved_model(model, "ticket_savedmodel")       # doctest: +SKIP
+      >>> serve = tf.saved_model.load("ticket_savedmodel").signatures["serving_default"]  # doctest: +SKIP
+    """
+    return save_saved_model(strip(model, allow_dense), path)
+
+
+def save_saved_model(plain, path):
+    """Writes a plain model as a SavedModel folder at `path`, atomically."""
+    serve = serving_function(plain)
+    module = tf.Module()
+    module.model = plain
+    module.serve = serve
+
+    def write(tmp):
+        tf.saved_model.save(module, tmp, signatures={"serving_default": serve})
+
+    try:
+        return write_dir_atomically(path, write)
+    except Exception as err:
+        disk = _disk_error(err, path)
+        if disk is None:
+            raise
+        raise disk from err
+
+
+def file_size(path):
+    """Bytes of a file, or of all files in a folder (a SavedModel)."""
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+    return os.path.getsize(path)
