@@ -5,8 +5,9 @@ A ticket is the mask IMP found in each round plus the weights it rewinds to
 controls at every sparsity level, trained exactly like the ticket (same
 optimizer, same data order, same number of steps from the same step k):
 
-- `"reinit"`: the ticket's mask, weights drawn afresh from each layer's
-  initializer (a new seed per round);
+- `"reinit"`: the ticket's mask, every weight drawn afresh from the
+  initializer its layer holds (a new seed per round), cells of RNN layers,
+  separable and depthwise kernels included (see `weight_initializers`);
 - `"random"`: a random mask with the same number of weights kept in every
   layer, weights taken from the ticket's rewind point θk.
 
@@ -19,6 +20,9 @@ Usage::
     model.fit(data, steps_per_epoch=steps, epochs=imp.epochs(per_round=2),
               callbacks=callbacks + [recorder])
     reinit = train_control("reinit", model, recorder, x, y, batch_size=60, data_seed=0)
+
+Pass `check_sparsity=1` to `train_control` to check after every batch that the
+control's pruned weights are exactly zero (a `SparsityGuard`).
 
 Each control is one `fit` over rounds 1..R (nothing retraced between rounds),
 driven by `ControlCallback`, which reports a `RoundResult` per round exactly
@@ -34,12 +38,14 @@ import tensorflow_model_optimization as tfmot
 from keras_lottery import masks as masks_lib
 from keras_lottery._keras import keras
 from keras_lottery.callback import IMPCallback
+from keras_lottery.guard import SparsityGuard
 from keras_lottery.rewind import WeightSnapshot, model_state_variables, reset_optimizer
 from keras_lottery.wrap import is_pruning_wrapper
 
 __all__ = [
     "CONTROLS",
     "ControlCallback",
+    "InitializerNotFound",
     "TicketRecorder",
     "clone_for_control",
     "ordered_batches",
@@ -47,6 +53,7 @@ __all__ = [
     "random_masks",
     "reinit_values",
     "train_control",
+    "weight_initializers",
 ]
 
 logger = logging.getLogger("keras_lottery")
@@ -192,50 +199,165 @@ def random_masks(masks, seed):
     return {name: result[name] for name in masks}
 
 
-def _initializers(model):
-    """dict id(variable) -> the initializer its layer was built with."""
-    found = {}
+class InitializerNotFound(ValueError):
+    """A trainable weight whose initializer the re-init control cannot find.
 
-    def visit(layer):
-        if isinstance(layer, keras.Model):
-            for sub in layer.layers:
-                visit(sub)
-            return
-        inner = layer.layer if is_pruning_wrapper(layer) else layer
-        for weight in inner.weights:
-            short = weight.name.split("/")[-1].split(":")[0]
-            init = getattr(inner, f"{short}_initializer", None)
-            if init is not None:
-                found[id(weight)] = init
+    Attributes:
+      weight: the variable's name.
+      layer: the name of the layer that created it.
+    """
 
-    visit(model)
+    def __init__(self, weight, layer, tried):
+        self.weight, self.layer = weight, layer
+        super().__init__(
+            f"reinit control: no initializer found for the trainable weight {weight} "
+            f"of layer {layer!r} (looked for the attribute(s) {', '.join(tried)}), so "
+            "it cannot be redrawn and the control would not be a re-initialisation. "
+            "Give the layer a `<weight>_initializer` attribute holding the "
+            "initializer it builds that weight with, or use the 'random' control only.")
+
+
+# weight name -> initializer attribute, where the name is not `<weight>_initializer`
+# and dropping a `_kernel` suffix does not give it either
+_INITIALIZER_ALIASES = {}
+
+
+def _initializer_names(short):
+    names = [f"{short}_initializer"]
+    if short.endswith("_kernel"):  # recurrent_kernel -> recurrent_initializer, ...
+        names.append(f"{short[:-len('_kernel')]}_initializer")
+    names.extend(_INITIALIZER_ALIASES.get(short, ()))
+    return names
+
+
+def _short_name(variable):
+    """"pruned_lstm/lstm_cell/recurrent_kernel:0" -> "recurrent_kernel"."""
+    return variable.name.split("/")[-1].split(":")[0]
+
+
+def _owned_weights(layer):
+    """The variables `layer` itself created (not its sublayers')."""
+    return (list(getattr(layer, "_trainable_weights", ()))
+            + list(getattr(layer, "_non_trainable_weights", ())))
+
+
+def _owners(model):
+    """dict id(variable) -> the layer that created it.
+
+    Walks every layer Keras tracks, at any depth: nested models, the layer
+    inside a pruning wrapper, the cell of an RNN layer, both directions of
+    `Bidirectional`, `TimeDistributed`'s layer, attention's sublayers. Pruning
+    wrappers are skipped: they create only tfmot's bookkeeping and list the
+    inner layer's kernels as their own too.
+    """
+    owners = {}
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        if is_pruning_wrapper(layer):
+            continue
+        for weight in _owned_weights(layer):
+            owners.setdefault(id(weight), layer)
+    return owners
+
+
+def _forget_bias_initializer(init):
+    """An LSTM cell's bias with `unit_forget_bias`: `init`, ones for the forget gate, `init`."""
+
+    def initializer(shape, dtype=None):
+        n = shape[-1] // 4
+        return tf.concat([init((n,), dtype=dtype), tf.ones((n,), dtype=dtype),
+                          init((2 * n,), dtype=dtype)], axis=-1)
+
+    return initializer
+
+
+def weight_initializers(model):
+    """The initializer of every state variable of `model`, found from its layer.
+
+    Each variable is matched to the layer that created it (`_owners`), and
+    its initializer is that layer's `<name>_initializer` attribute, or for a
+    `<name>_kernel` weight `<name>_initializer` (`pointwise_kernel` ->
+    `pointwise_initializer`, `depthwise_kernel` -> `depthwise_initializer`,
+    `recurrent_kernel` -> `recurrent_initializer`). An LSTM cell's bias with
+    `unit_forget_bias=True` gets ones for the forget gate, as Keras builds it.
+
+    Args:
+      model: a (wrapped) tf_keras model.
+
+    Returns:
+      A list, in `model_state_variables(model)` order, of `(variable, layer,
+      initializer)`; `initializer` is None for a non-trainable variable
+      without one (e.g. `Normalization`'s adapted mean and variance).
+
+    Raises:
+      InitializerNotFound: for a trainable variable without an initializer.
+    """
+    owners = _owners(model)
+    found = []
+    for variable in model_state_variables(model):
+        layer = owners.get(id(variable))
+        short = _short_name(variable)
+        names = _initializer_names(short)
+        init = None
+        if layer is not None:
+            for name in names:
+                init = getattr(layer, name, None)
+                if init is not None:
+                    break
+        if init is None and variable.trainable:
+            raise InitializerNotFound(variable.name, getattr(layer, "name", "?"), names)
+        found.append((variable, layer, init))
     return found
+
+
+def _fresh(init, seed):
+    """A copy of initializer `init` drawing with `seed` (unseeded ones get one too)."""
+    if not hasattr(init, "get_config"):
+        return init  # a plain function: nothing to reseed
+    config = init.get_config()
+    if "seed" in config:
+        config["seed"] = seed
+    return type(init).from_config(config)
 
 
 def reinit_values(model, seed):
     """Fresh values for every state variable of `model`, from its initializers.
 
-    Each weight is redrawn from its layer's `<name>_initializer` with a new
-    seed derived from `seed` (so the draw differs from θ0 even when the
-    model was built with seeded initializers). Variables without a known
-    initializer keep their current value.
+    Every variable is redrawn from the initializer its layer holds (see
+    `weight_initializers`) with a new seed derived from `seed`, so the draw
+    differs from θ0 even when the model was built with seeded initializers.
+    Constant initializers (zero biases, BN's ones) give their constants
+    again. A non-trainable variable without an initializer (a preprocessing
+    layer's adapted statistics) keeps its current value, with a warning; a
+    trainable one raises, since keeping it would make the control a partial
+    re-initialisation.
+
+    Args:
+      model: a (wrapped) tf_keras model.
+      seed: seed of the draws.
 
     Returns:
       A list of ndarrays in `model_state_variables(model)` order.
+
+    Raises:
+      InitializerNotFound: for a trainable variable without an initializer.
+
+    Example:
+      >>> values = reinit_values(model, seed=3)   # doctest: +SKIP
     """
-    inits = _initializers(model)
     values = []
-    for i, variable in enumerate(model_state_variables(model)):
-        init = inits.get(id(variable))
+    for i, (variable, layer, init) in enumerate(weight_initializers(model)):
         if init is None:
-            logger.debug("reinit: no initializer for %s; keeping its value", variable.name)
-            values.append(variable.numpy())
+            logger.warning("reinit control: %s of layer %r has no initializer and is not "
+                           "trainable; it keeps its value at the rewind point.",
+                           variable.name, getattr(layer, "name", "?"))
+            values.append(np.asarray(variable.numpy()))
             continue
-        config = init.get_config()
-        if "seed" in config:
-            config["seed"] = _derived_seed(seed, i)
-        fresh = type(init).from_config(config)
-        values.append(np.asarray(fresh(tuple(variable.shape), dtype=variable.dtype)))
+        fresh = _fresh(init, _derived_seed(seed, i))
+        if (_short_name(variable) == "bias" and getattr(layer, "unit_forget_bias", False)
+                and len(variable.shape) == 1 and variable.shape[0] % 4 == 0):
+            fresh = _forget_bias_initializer(fresh)
+        value = fresh(tuple(variable.shape), dtype=variable.dtype)
+        values.append(np.asarray(value, dtype=variable.dtype.as_numpy_dtype))
     return values
 
 
@@ -338,7 +460,7 @@ class ControlCallback(IMPCallback):
 
 def train_control(kind, model, recorder, x, y=None, *, batch_size=None, data_seed=0, seed=0,
                   validation_data=None, test_data=None, eval_every=None, report_dir=None,
-                  verbose=0, run_config=None):
+                  verbose=0, run_config=None, check_sparsity=None):
     """Trains one control of the ticket IMP found in `model`.
 
     Args:
@@ -354,14 +476,23 @@ def train_control(kind, model, recorder, x, y=None, *, batch_size=None, data_see
       seed: seed of the control's random draws.
       validation_data, test_data, eval_every, report_dir, verbose, run_config:
         as for `IMPCallback`.
+      check_sparsity: optional N: a `SparsityGuard(every=N)` checks after
+        every N-th batch of the control's fit that each pruned weight is
+        exactly zero, as `IMP.callbacks(check_sparsity=N)` does for the ticket
+        (`True` means every batch).
 
     Returns:
       The control's `ControlCallback` (its `history` has a `RoundResult`
-      for rounds 1..R).
+      for rounds 1..R; `trained_model` is the trained copy and
+      `sparsity_guard` the `SparsityGuard` used, or None).
 
     Raises:
       ValueError: for an unknown kind, a ticket without all rounds recorded, or
         array data without a batch size.
+      InitializerNotFound: for `"reinit"`, when a trainable weight's
+        initializer cannot be found (raised before the first step).
+      SparsityViolation: with `check_sparsity`, if a pruned weight is non-zero
+        after a checked batch.
     """
     control = ControlCallback(kind, recorder, seed=seed, test_data=test_data,
                               report_dir=report_dir, verbose=verbose, run_config=run_config,
@@ -373,9 +504,16 @@ def train_control(kind, model, recorder, x, y=None, *, batch_size=None, data_see
             raise ValueError("Pass batch_size= (the ticket's) to train a control on arrays.")
         data, steps = ordered_batches(x, y, batch_size, seed=data_seed,
                                       start_epoch=control.initial_epoch)
+    callbacks = [tfmot.sparsity.keras.UpdatePruningStep(), control]
+    control.sparsity_guard = None
+    if check_sparsity:
+        every = 1 if check_sparsity is True else check_sparsity
+        control.sparsity_guard = SparsityGuard(every=every)
+        # before the control's own batch-end hook, as in IMP.callbacks
+        callbacks.insert(1, control.sparsity_guard)
     clone = clone_for_control(model)
     clone.fit(data, steps_per_epoch=steps, epochs=control.total_epochs,
               initial_epoch=control.initial_epoch, validation_data=validation_data,
-              callbacks=[tfmot.sparsity.keras.UpdatePruningStep(), control], verbose=0)
+              callbacks=callbacks, verbose=0)
     control.trained_model = clone
     return control
