@@ -6,14 +6,21 @@ wrappers' `mask` variables. Masks only ever shrink: a weight pruned once is
 never ranked again.
 """
 
+import logging
+
 import numpy as np
 import tensorflow as tf
 
 from keras_lottery.schedule import weights_remaining
 from keras_lottery.wrap import pruned_layers
 
+logger = logging.getLogger("keras_lottery")
+
 __all__ = [
     "SCOPES",
+    "LAYER_FLOOR",
+    "erk_scores",
+    "erk_counts",
     "PrunableWeight",
     "prunable_weights",
     "compute_masks",
@@ -23,9 +30,19 @@ __all__ = [
     "attach_mask_constraints",
     "sparsity_by_layer",
     "overall_weights_remaining",
+    "all_weights_remaining",
 ]
 
-SCOPES = ("layerwise", "global")
+SCOPES = ("layerwise", "global", "erk")
+
+# Default per-layer floor in "global" / "erk" scope, as a fraction of the
+# layer-wise share (1 - rate) ** round: a tensor keeps at least a tenth of
+# what layer-wise pruning would keep. One global threshold can otherwise
+# empty whole layers whose weights are small by initialization (wide layers'
+# Glorot/He scales are smaller), which disconnects the network; ten times
+# below the average density is far below what global ranking gives layers
+# in the papers' ResNet / VGG runs, so the floor only binds in such cases.
+LAYER_FLOOR = 0.1
 
 
 class PrunableWeight:
@@ -121,7 +138,7 @@ def _top_k_mask(magnitudes, alive, keep):
 
 
 def compute_masks(weights, masks, round_index, prune_rate, scope="layerwise",
-                  layer_rates=None, layer_of=None):
+                  layer_rates=None, layer_of=None, layer_floor=LAYER_FLOOR):
     """Magnitude masks for round `round_index` from the current weights.
 
     Only surviving weights (mask == 1) are ranked, so masks only shrink. The
@@ -129,23 +146,38 @@ def compute_masks(weights, masks, round_index, prune_rate, scope="layerwise",
     compounded from the last round, so weights remaining stay within one
     weight of (1 - rate) ** round_index.
 
+    In "global" and "erk" scope no weight tensor is left empty: each keeps at
+    least `layer_floor` times the fraction layer-wise pruning would keep
+    ((1 - rate) ** round_index), and at least one weight, as long as it has
+    that many survivors. A tensor held at its floor is logged (a warning on
+    the "keras_lottery" logger, naming it); the other tensors give up the
+    weights the floor takes, so the total is unchanged.
+
     Args:
       weights: dict name -> ndarray of current weight values.
       masks: dict name -> ndarray of current 0/1 masks (same keys and shapes).
       round_index: the round the new masks are for (>= 1).
       prune_rate: per-round rate for layers without an override.
-      scope: "layerwise" (each layer keeps the same fraction) or "global" (one
-        magnitude threshold across all layers without an override).
+      scope: "layerwise" (each layer keeps the same fraction), "global" (one
+        magnitude threshold across all layers without an override) or "erk"
+        (Erdős–Rényi-kernel, Evci et al. 2020: each tensor keeps a fraction
+        proportional to (sum of its dimensions) / (product of its
+        dimensions), scaled so the total matches, capped at its survivors;
+        within a tensor the largest magnitudes are kept).
       layer_rates: optional dict layer name -> rate, pruned layer-wise at that
-        rate in either scope (the papers prune the output layer at half rate).
+        rate in any scope (the papers prune the output layer at half rate).
       layer_of: dict weight name -> layer name (default: the part before "/").
+      layer_floor: in "global" / "erk" scope, the least fraction of the
+        layer-wise share each tensor keeps, in [0, 1] (default 0.1: global
+        ranking may move up to 90% of a tensor's share to other tensors; 0
+        turns the floor off except for the one weight every tensor keeps).
 
     Returns:
       dict name -> new float32 0/1 mask.
 
     Raises:
-      ValueError: for an unknown scope, a bad rate, or an override naming no
-        prunable layer.
+      ValueError: for an unknown scope, a bad rate or floor, or an override
+        naming no prunable layer.
 
     Example:
       >>> w = {"d/kernel": np.array([[0.1, -3.0], [2.0, 0.5]])}
@@ -157,6 +189,9 @@ def compute_masks(weights, masks, round_index, prune_rate, scope="layerwise",
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}.")
     if set(weights) != set(masks):
         raise ValueError("weights and masks must have the same keys.")
+    if isinstance(layer_floor, bool) or not isinstance(layer_floor, (int, float)) or not (
+            0.0 <= layer_floor <= 1.0):
+        raise ValueError(f"layer_floor must be a fraction in [0, 1], got {layer_floor!r}.")
     layer_rates = dict(layer_rates or {})
     layer_of = layer_of or {name: name.rsplit("/", 1)[0] for name in weights}
     unknown = set(layer_rates) - set(layer_of.values())
@@ -184,15 +219,108 @@ def compute_masks(weights, masks, round_index, prune_rate, scope="layerwise",
         total = sum(alive.size for _, _, alive in shared)
         survivors = sum(int(alive.sum()) for _, _, alive in shared)
         keep = _keep_count(total, prune_rate, round_index, survivors)
-        flat_mags = np.concatenate([m.ravel() for _, m, _ in shared])
-        flat_alive = np.concatenate([a.ravel() for _, _, a in shared])
-        flat_mask = _top_k_mask(flat_mags, flat_alive, keep)
-        start = 0
-        for name, magnitudes, _ in shared:
-            stop = start + magnitudes.size
-            new_masks[name] = flat_mask[start:stop].reshape(magnitudes.shape)
-            start = stop
+        density = weights_remaining(prune_rate, round_index)
+        floors = {name: min(int(alive.sum()), max(1, int(np.ceil(layer_floor * density * alive.size))))
+                  for name, _, alive in shared}
+        allocate = _allocate_global if scope == "global" else _allocate_erk
+        new_masks.update(allocate(shared, keep, floors))
+        at_floor = [name for name, _, _ in shared if int(new_masks[name].sum()) == floors[name]]
+        plain = _unfloored_counts(shared, keep, scope) if at_floor else {}
+        held = [name for name in at_floor if plain[name] < floors[name]]
+        if held:
+            sizes = {name: alive.size for name, _, alive in shared}
+            logger.warning(
+                "%s scope, round %d: %d weight tensor(s) would keep less than the "
+                "per-layer floor (%.3g of the layer-wise share, %.3g%% of each tensor) "
+                "and are held at it: %s. Pass scope='erk' for a per-layer allocation "
+                "that keeps every layer alive by design.", scope.capitalize(), round_index,
+                len(held), layer_floor, 100.0 * layer_floor * density,
+                ", ".join(f"{n} ({plain[n]} of {sizes[n]} weights -> {floors[n]})"
+                          for n in held))
     return {name: new_masks[name] for name in weights}
+
+
+def _allocate_global(shared, keep, floors):
+    """One magnitude ranking over every tensor; each first keeps its floor.
+
+    Reserving each tensor's `floor` largest survivors first and ranking the
+    rest globally gives each tensor max(floor, its count above one common
+    threshold): the global ranking wherever the floor does not bind.
+    """
+    reserved = {name: _top_k_mask(m, a, floors[name]) > 0.5 for name, m, a in shared}
+    rest = max(0, keep - sum(floors.values()))
+    flat_mags = np.concatenate([m.ravel() for _, m, _ in shared])
+    flat_rest = np.concatenate([(a & ~reserved[n]).ravel() for n, _, a in shared])
+    flat_mask = _top_k_mask(flat_mags, flat_rest, rest)
+    result, start = {}, 0
+    for name, magnitudes, _ in shared:
+        stop = start + magnitudes.size
+        part = flat_mask[start:stop].reshape(magnitudes.shape)
+        result[name] = np.maximum(part, reserved[name].astype(np.float32))
+        start = stop
+    return result
+
+
+def erk_scores(shapes):
+    """dict name -> Erdős–Rényi-kernel score (sum of dims) / (product of dims)."""
+    return {name: float(sum(shape)) / float(np.prod(shape)) for name, shape in shapes.items()}
+
+
+def erk_counts(shapes, keep, lower, upper):
+    """Per-tensor counts proportional to the ERK score, summing to `keep`.
+
+    Each tensor gets clip(eps * score * size, lower, upper), eps chosen (by
+    bisection) so the counts sum to `keep`; a tensor capped at `upper` (its
+    survivors, at most all its weights) gives the excess to the others.
+    Integer counts come from the largest remainders.
+    """
+    names = list(shapes)
+    size = np.array([float(np.prod(shapes[n])) for n in names])
+    scores = erk_scores(shapes)
+    score = np.array([scores[n] for n in names]) * size
+    low = np.array([float(lower[n]) for n in names])
+    high = np.array([float(upper[n]) for n in names])
+
+    def counts(eps):
+        return np.clip(eps * score, low, high)
+
+    lo, hi = 0.0, float(np.max(high / score)) if len(names) else 0.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if counts(mid).sum() < keep:
+            lo = mid
+        else:
+            hi = mid
+    real = counts(hi)
+    whole = np.maximum(np.floor(real), low).astype(np.int64)
+    missing = int(keep - whole.sum())
+    if missing > 0:
+        room = whole < high
+        order = np.argsort(-(real - whole) + np.where(room, 0.0, np.inf), kind="stable")
+        for i in order[:missing]:
+            if whole[i] < high[i]:
+                whole[i] += 1
+    return {n: int(c) for n, c in zip(names, whole)}
+
+
+def _allocate_erk(shared, keep, floors):
+    shapes = {name: tuple(m.shape) if m.ndim else (1,) for name, m, _ in shared}
+    upper = {name: int(a.sum()) for name, _, a in shared}
+    counts = erk_counts(shapes, keep, floors, upper)
+    return {name: _top_k_mask(m, a, counts[name]) for name, m, a in shared}
+
+
+def _unfloored_counts(shared, keep, scope):
+    """How many weights of each tensor the allocation would keep without the floor."""
+    if scope == "global":
+        flat = np.concatenate([np.where(a, m, -np.inf).ravel() for _, m, a in shared])
+        if keep <= 0:
+            return {name: 0 for name, _, _ in shared}
+        threshold = np.partition(flat, flat.size - keep)[flat.size - keep]
+        return {name: int(np.sum(a & (m >= threshold))) for name, m, a in shared}
+    shapes = {n: tuple(m.shape) if m.ndim else (1,) for n, m, _ in shared}
+    upper = {n: int(a.sum()) for n, _, a in shared}
+    return erk_counts(shapes, keep, {n: 0 for n in shapes}, upper)
 
 
 def read_masks(model):
@@ -298,3 +426,31 @@ def overall_weights_remaining(model):
     masks = read_masks(model)
     total = sum(m.size for m in masks.values())
     return float(sum(m.sum() for m in masks.values()) / total)
+
+
+def all_weights_remaining(model):
+    """Fraction of ALL the model's parameters that are not pruned.
+
+    Unlike `overall_weights_remaining` (prunable weights only), the
+    denominator is every weight of the model as Keras counts it (biases,
+    normalization parameters and statistics, layers tfmot cannot prune such
+    as DepthwiseConv2D), without the wrappers' own mask / threshold / step
+    variables; the pruned weights are the mask zeros.
+
+    Raises:
+      ValueError: if the model has no pruning wrappers.
+    """
+    entries = prunable_weights(model)
+    bookkeeping = set()
+    for wrapper in pruned_layers(model):
+        inner = {id(v) for v in wrapper.layer.weights}
+        bookkeeping |= {id(v) for v in wrapper.weights if id(v) not in inner}
+    seen, total = set(), 0
+    for v in model.weights:
+        if id(v) in bookkeeping or id(v) in seen:
+            continue
+        seen.add(id(v))
+        total += int(np.prod(v.shape))
+    pruned = sum(int(w.mask.shape.num_elements()) - int(np.sum(w.mask.numpy() > 0.5))
+                 for w in entries)
+    return float((total - pruned) / total)

@@ -154,3 +154,22 @@ def test_wrap_logs_one_line_with_dense_layers_and_prunable_share(caplog):
     assert "dw (DepthwiseConv2D: depthwise_kernel)" in lines[0]
     assert "sep (SeparableConv2D: depthwise_kernel)" in lines[0]
     assert "conv (" not in lines[0] and "head (" not in lines[0]
+
+
+def test_all_weights_remaining_counts_every_parameter():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.DepthwiseConv2D(3, name="dw")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(x))
+    wrapped = kl.IMP(rounds=1, prune_rate=0.5).wrap(model)
+    assert kl.masks.all_weights_remaining(wrapped) == 1.0
+    masks = kl.read_masks(wrapped)
+    masks["conv/kernel"].flat[:30] = 0.0
+    masks["head/kernel"].flat[:3] = 0.0
+    kl.write_masks(wrapped, masks)
+    total = model.count_params()  # the wrappers' mask/threshold/step variables are not counted
+    assert kl.masks.all_weights_remaining(wrapped) == (total - 33) / total
+    assert kl.masks.overall_weights_remaining(wrapped) == pytest.approx(1 - 33 / (108 + 8))
