@@ -254,13 +254,13 @@ def test_representative_data_forms():
     y = np.zeros(6, "int64")
     for data in (x, (x, y), tf.data.Dataset.from_tensor_slices((x, y)).batch(4),
                  tf.data.Dataset.from_tensor_slices(x)):
-        batches = list(export.lite.calibration_batches(data, _two_input_model())())
+        batches = list(export.lite.calibration_batches(data, _dense_on_2_features())())
         assert len(batches) == 6 and all(b[0].shape == (1, 2) for b in batches)
         np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), x)
     with pytest.raises(ValueError, match="at least one example"):
-        export.lite.calibration_batches(np.zeros((0, 2)), _two_input_model())
+        export.lite.calibration_batches(np.zeros((0, 2)), _dense_on_2_features())
 
 
-def _two_input_model():
+def _dense_on_2_features():
     inputs = keras.Input((2,))
     return keras.Model(inputs, keras.layers.Dense(1)(inputs))

@@ -1,0 +1,230 @@
+"""TFLite export of models beyond one float input and one output: token ids, several
+inputs and outputs, recurrent layers, and representative data that does not fit.
+
+Every comparison is against the Keras model's own predictions on the same inputs.
+"""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_lottery as kl
+from keras_lottery import export
+from keras_lottery._keras import keras
+
+VOCAB, STEPS = 50, 12
+
+
+def tokens(n, seed=0):
+    return np.random.default_rng(seed).integers(0, VOCAB, size=(n, STEPS)).astype("int32")
+
+
+def token_model(seed=0):
+    """Token ids (int32) -> Embedding -> mean -> Dense: an integer-input classifier."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((STEPS,), dtype="int32", name="tokens")
+    h = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(VOCAB, 8, name="emb")(inputs))
+    return keras.Model(inputs, keras.layers.Dense(3, name="logits")(h), name="bag")
+
+
+def two_io_model(seed=0):
+    """Inputs zeta_in (float) and alpha_in (int ids); outputs z_head (5) and a_head (2).
+
+    Names sort opposite to the Keras order, on both sides, so any order mix-up shows.
+    """
+    keras.utils.set_random_seed(seed)
+    a = keras.Input((4,), name="zeta_in")
+    b = keras.Input((3,), name="alpha_in", dtype="int32")
+    e = keras.layers.Flatten()(keras.layers.Embedding(10, 2)(b))
+    h = keras.layers.Dense(6, activation="relu", name="shared")(keras.layers.Concatenate()([a, e]))
+    return keras.Model([a, b], [keras.layers.Dense(5, name="z_head")(h),
+                                keras.layers.Dense(2, name="a_head")(h)], name="two_io")
+
+
+def two_io_inputs(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=(n, 4)).astype("float32"), rng.integers(0, 10, size=(n, 3)).astype("int32")]
+
+
+def lstm_model(steps=STEPS, seed=0):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((steps,), dtype="int32", name="tokens")
+    h = keras.layers.LSTM(16, name="lstm")(keras.layers.Embedding(VOCAB, 8, name="emb")(inputs))
+    return keras.Model(inputs, keras.layers.Dense(3, name="logits")(h), name="text_lstm")
+
+
+# -- integer inputs ------------------------------------------------------------------
+
+
+def test_int_input_is_fed_as_int32_and_matches_keras():
+    model = token_model()
+    x = tokens(40)
+    lite = export.TFLiteModel(export.tflite(model, allow_dense=True))
+    assert [d["dtype"] for d in lite._inputs] == [np.int32]
+    np.testing.assert_allclose(lite.predict(x, batch_size=16), model.predict(x, verbose=0),
+                               rtol=0, atol=1e-5)
+    # ids stored as floats are fed as the integers they are; fractions are refused
+    np.testing.assert_allclose(lite(x[:4].astype("float32")), model(x[:4]).numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="takes integers"):
+        lite(x[:4] + 0.5)
+
+
+def test_int8_calibrates_on_token_ids():
+    model = token_model()
+    x = tokens(64)
+    content = export.tflite(model, int8=True, representative_data=x, allow_dense=True)
+    logits = export.TFLiteModel(content).predict(x)
+    keras_logits = model.predict(x, verbose=0)
+    assert np.max(np.abs(logits - keras_logits)) < 0.1 * np.max(np.abs(keras_logits)) + 1e-3
+
+
+def test_report_on_int_input_model(tmp_path):
+    model = token_model()
+    x, y = tokens(32, seed=1), np.arange(32) % 3
+    result = export.report(model, (x, y), formats=("tflite", "tflite_int8"), representative_data=x,
+                           repeats=2, latency_batches=(1, 8), allow_dense=True,
+                           out_dir=tmp_path / "rep")
+    lite = {r["variant"]: r for r in result["tflite"]}
+    assert lite["tflite"]["max_abs_logit_diff"] < 1e-5
+    assert lite["tflite"]["accuracy"] == pytest.approx(result["keras_accuracy"])
+    assert set(lite["tflite_int8"]["latency_ms"]) == {"1", "8"}
+
+
+# -- several inputs and outputs ---------------------------------------------------------
+
+
+def test_two_inputs_two_outputs_in_keras_order():
+    model = two_io_model()
+    assert model.output_names == ["z_head", "a_head"]  # TFLite would sort: a_head first
+    x = two_io_inputs(20)
+    content = export.tflite(model, allow_dense=True)
+    lite = export.TFLiteModel(content)
+    assert lite.input_names == ["zeta_in", "alpha_in"]
+    assert lite.output_names == ["z_head", "a_head"]
+    keras_out = model.predict(x, verbose=0)
+    for given in (x, {"alpha_in": x[1], "zeta_in": x[0]}):
+        out = lite.predict(given, batch_size=8)
+        assert isinstance(out, list) and [o.shape for o in out] == [(20, 5), (20, 2)]
+        for got, want in zip(out, keras_out):
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="2 inputs"):
+        lite.predict(x[0])
+
+
+def test_file_without_our_metadata_still_names_its_outputs():
+    """A file converted elsewhere: outputs come in TFLite's order, each under its right name."""
+    model = two_io_model()
+    x = two_io_inputs(6)
+    lite = export.TFLiteModel(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    keras_out = dict(zip(model.output_names, model.predict(x, verbose=0)))
+    out = lite(dict(zip(lite.input_names, [x[0] if n == "zeta_in" else x[1]
+                                           for n in lite.input_names])))
+    assert sorted(lite.output_names) == ["a_head", "z_head"]
+    for name, got in zip(lite.output_names, out):
+        np.testing.assert_allclose(got, keras_out[name], rtol=0, atol=1e-5)
+
+
+def test_int8_two_input_model_calibrates_on_a_list():
+    model = two_io_model()
+    x = two_io_inputs(32)
+    content = export.tflite(model, int8=True, representative_data=(x, np.zeros(32)),
+                            allow_dense=True)
+    out = export.TFLiteModel(content).predict(x)
+    for got, want in zip(out, model.predict(x, verbose=0)):
+        assert got.shape == want.shape
+        assert np.max(np.abs(got - want)) < 0.15 * np.max(np.abs(want)) + 1e-2
+
+
+# -- recurrent models -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lstm_ticket():
+    """An Embedding + LSTM classifier after one IMP round at 50% (LSTM kernels pruned)."""
+    x, y = tokens(64, seed=2), np.arange(64) % 3
+    imp = kl.IMP(rounds=1, prune_rate=0.5, rewind="0it")
+    model = imp.wrap(lstm_model())
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=32, epochs=imp.epochs(per_round=1), verbose=0,
+              callbacks=imp.callbacks(verbose=0))
+    return model
+
+
+def test_lstm_conversion_error_names_layer_and_keeps_converter_hint(lstm_ticket):
+    with pytest.raises(export.TFLiteConversionError) as info:
+        export.tflite(lstm_ticket)
+    message = str(info.value)
+    assert "lstm (LSTM)" in message and "TensorListReserve" in message
+    assert "unroll=True" in message  # our way out
+    assert "Select TF ops" in message  # the converter's own hint, kept
+    assert os.path.basename(__file__) not in message  # no call-site echo
+    assert "note: called from" not in message
+
+
+def test_lstm_ticket_exports_unrolled(lstm_ticket, tmp_path):
+    plain = export.strip(lstm_ticket)
+    x = tokens(40, seed=3)
+    keras_logits = plain.predict(x, verbose=0)
+    for sparse in (False, True):
+        content = export.tflite(lstm_ticket, tmp_path / f"t{int(sparse)}.tflite", sparse=sparse,
+                                unroll=True)
+        lite = export.TFLiteModel(content)
+        assert lite.fixed_batch is None and lite.interpreter_name.startswith("ai_edge_litert")
+        np.testing.assert_allclose(lite.predict(x, batch_size=16), keras_logits, rtol=0, atol=1e-5)
+    # the pruned LSTM kernels are stored with their zeros
+    assert kl.overall_weights_remaining(lstm_ticket) < 0.6
+
+
+def test_unroll_needs_fixed_sequence_length():
+    model = lstm_model(steps=None)
+    with pytest.raises(ValueError, match=r"fixed number of time steps.*lstm"):
+        export.tflite(model, unroll=True, allow_dense=True)
+
+
+def test_select_tf_ops_converts_but_cannot_run_here():
+    content = export.tflite(lstm_model(), select_tf_ops=True, allow_dense=True)
+    with pytest.raises(RuntimeError, match="Flex.*unroll=True"):
+        export.TFLiteModel(content)
+
+
+def test_fixed_batch_lstm_file_starts_each_batch_from_zero_state():
+    """A fused LSTM converted for batch 1 keeps its state between invokes unless reset."""
+    model = lstm_model()
+    fn = tf.function(lambda t: model(t, training=False)).get_concrete_function(
+        tf.TensorSpec((1, STEPS), tf.int32, name="tokens"))
+    content = tf.lite.TFLiteConverter.from_concrete_functions([fn], model).convert()
+    lite = export.TFLiteModel(content)
+    assert lite.fixed_batch == 1
+    x = tokens(5, seed=4)
+    np.testing.assert_allclose(lite.predict(x), model.predict(x, verbose=0), rtol=0, atol=1e-5)
+
+
+# -- representative data that does not fit ------------------------------------------------
+
+
+def test_representative_data_of_wrong_shape_names_both_shapes():
+    model = keras.Sequential([keras.Input((40,)), keras.layers.Dense(3)])
+    with pytest.raises(ValueError, match=r"representative_data.*shape \(5,\).*expects \(40,\)"):
+        export.tflite(model, int8=True, representative_data=np.zeros((10, 5), "float32"),
+                      allow_dense=True)
+    with pytest.raises(ValueError, match=r"shape \(40, 1\).*expects \(40,\)"):
+        export.tflite(model, int8=True, representative_data=tf.data.Dataset.from_tensor_slices(
+            np.zeros((10, 40, 1), "float32")).batch(4), allow_dense=True)
+    with pytest.raises(ValueError, match="holds 3 arrays but the model has 2 inputs"):
+        export.tflite(two_io_model(), int8=True, allow_dense=True,
+                      representative_data=[np.zeros((4, 4))] * 3)
+
+
+def test_one_input_two_outputs_returns_both_heads_in_keras_order():
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((4,), name="x")
+    h = keras.layers.Dense(6, activation="relu")(inputs)
+    model = keras.Model(inputs, [keras.layers.Dense(5, name="z_head")(h),
+                                 keras.layers.Dense(2, name="a_head")(h)])
+    x = np.random.default_rng(5).normal(size=(9, 4)).astype("float32")
+    out = export.TFLiteModel(export.tflite(model, allow_dense=True)).predict(x)
+    assert isinstance(out, list) and len(out) == 2
+    for got, want in zip(out, model.predict(x, verbose=0)):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
