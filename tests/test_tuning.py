@@ -10,7 +10,9 @@ import keras_lottery as kl
 from keras_lottery._keras import keras
 
 # keras-tuner is optional: without it these tests skip. Our own module is
-# imported directly, so an error in it fails the suite instead of skipping.
+# imported directly, so an error in it fails the suite instead of skipping
+# (importorskip skips on any ModuleNotFoundError raised inside the module,
+# e.g. one of our imports renamed away).
 pytest.importorskip("keras_tuner")
 from keras_lottery import tuning  # noqa: E402
 
