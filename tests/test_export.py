@@ -4,6 +4,7 @@ One small IMP run (module scope) provides the ticket; TFLite conversions are
 shared through module fixtures because each costs about a second.
 """
 
+import errno
 import os
 
 import numpy as np
@@ -264,3 +265,89 @@ def test_representative_data_forms():
 def _dense_on_2_features():
     inputs = keras.Input((2,))
     return keras.Model(inputs, keras.layers.Dense(1)(inputs))
+
+
+# -- atomic exports --------------------------------------------------------------------
+
+
+def snapshot(folder):
+    """relative path -> bytes of every file under `folder`."""
+    out = {}
+    for d, _, files in os.walk(folder):
+        for f in files:
+            full = os.path.join(d, f)
+            with open(full, "rb") as fh:
+                out[os.path.relpath(full, folder)] = fh.read()
+    return out
+
+
+def small_report(model, test, out_dir, formats):
+    return export.report(model, test, out_dir=out_dir, formats=formats, repeats=1,
+                         latency_batches=(1,))
+
+
+def test_report_replaces_its_folder_only_when_every_format_succeeded(tmp_path, wrapped, data,
+                                                                     monkeypatch):
+    target = tmp_path / "exp"
+    small_report(wrapped, data[1], target, ("keras", "tflite", "tflite_sparse"))
+    before = snapshot(target)
+    assert "ticket/model.keras" in before and "dense/tflite_sparse.tflite" in before
+
+    real_convert = export.lite.convert
+
+    def failing_convert(plain, path, *args, **kwargs):
+        if "dense" in os.fspath(path) and "sparse" in os.path.basename(path):
+            raise RuntimeError("injected failure in the dense sparse TFLite writer")
+        return real_convert(plain, path, *args, **kwargs)
+
+    monkeypatch.setattr(export.lite, "convert", failing_convert)
+    with pytest.raises(RuntimeError, match="injected"):
+        small_report(wrapped, data[1], target, ("h5", "tflite", "tflite_sparse"))
+    # the ticket's new h5 and tflite files were written before the failure: none shows
+    assert snapshot(target) == before
+    assert os.listdir(tmp_path) == ["exp"]  # no temporary or half-renamed folder
+    monkeypatch.undo()
+
+    # a new export with other formats holds none of the old export's files
+    small_report(wrapped, data[1], target, ("tflite",))
+    assert sorted(snapshot(target)) == ["dense/tflite.tflite", "export_report.json",
+                                        "ticket/tflite.tflite"]
+    assert os.listdir(tmp_path) == ["exp"]
+
+
+def test_report_refuses_a_folder_with_other_files(tmp_path, wrapped, data):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"holds files that are not a previous export \(notes.txt"):
+        small_report(wrapped, data[1], tmp_path, ("tflite",))
+    assert os.listdir(tmp_path) == ["notes.txt"]
+
+
+class _Usage:
+    def __init__(self, free):
+        self.total, self.used, self.free = 10 ** 12, 0, free
+
+
+def test_too_little_disk_space_is_a_clear_error(tmp_path, wrapped, data, monkeypatch):
+    target = tmp_path / "exp"
+    small_report(wrapped, data[1], target, ("h5",))
+    before = snapshot(target)
+    monkeypatch.setattr(export.formats.shutil, "disk_usage", lambda path: _Usage(50_000))
+    for call in (lambda: export.keras_file(wrapped, tmp_path / "t.h5"),
+                 lambda: small_report(wrapped, data[1], target, ("keras", "h5"))):
+        with pytest.raises(export.ExportError, match="Not enough free disk space") as info:
+            call()
+        assert isinstance(info.value, OSError) and info.value.errno == errno.ENOSPC
+    assert snapshot(target) == before
+    assert os.listdir(tmp_path) == ["exp"]
+
+
+def test_disk_filling_up_during_a_keras_write(tmp_path, wrapped, monkeypatch):
+    def save_then_fill_up(self, path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"\x89HDF partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(keras.Model, "save", save_then_fill_up)
+    with pytest.raises(export.ExportError, match=r"disk filled up while writing .*t\.h5"):
+        export.keras_file(wrapped, tmp_path / "t.h5")
+    assert os.listdir(tmp_path) == []

@@ -23,6 +23,11 @@ from keras_lottery.wrap import pruned_layers, strip_model
 
 ALL_FORMATS = ("keras", "h5", "savedmodel") + tuple(lite.TFLITE_VARIANTS)
 
+# Bytes per weight byte each format takes, at most (dense storage; int8 a
+# quarter), for the free-space check before a whole export is written.
+_SIZE_FACTORS = {"keras": 1.1, "h5": 1.1, "savedmodel": 1.2, "tflite": 1.05,
+                 "tflite_sparse": 1.05, "tflite_int8": 0.3, "tflite_int8_sparse": 0.3}
+
 # What `report` writes into out_dir; a folder holding anything else is not
 # replaced (it may be a run folder or the user's own files).
 EXPORT_ENTRIES = ("ticket", "dense", "export_report.json")
@@ -207,6 +212,10 @@ def report(model, test_data, dense_model=None, representative_data=None, out_dir
     dense_logits = dense_plain.predict(x_keras, batch_size=256, verbose=0)
     layers = _layer_table(plain)
     dense_layers = _layer_table(dense_plain)
+    if out_dir is not None:  # before minutes of conversions, not after
+        weights = writers.weight_bytes(plain) + writers.weight_bytes(dense_plain)
+        writers.check_free_space(out_dir, int(
+            weights * sum(_SIZE_FACTORS[f] for f in formats_)) + (1 << 20))
 
     def build(folder):
         ticket_files = _export_all(plain, os.path.join(folder, "ticket"), formats_, calibration,

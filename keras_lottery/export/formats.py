@@ -31,8 +31,16 @@ _SPACE_MARGIN_BYTES = 1 << 20
 _SPACE_FACTOR = 1.1
 
 
-class ExportError(OSError):
-    """An export could not be written (full disk, unreadable model file, ...)."""
+class ExportError(OSError, ValueError):
+    """An export could not be written or read (full disk, truncated model file).
+
+    An `OSError` with `errno` set where there is one (ENOSPC for a full
+    disk), and a `ValueError`, so callers that report bad input report it too.
+    """
+
+    def __init__(self, message, errno_=None):
+        super().__init__(message)
+        self.errno = errno_
 
 
 # -- stripping ------------------------------------------------------------------
@@ -192,13 +200,14 @@ def weight_bytes(model):
 def check_free_space(path, needed):
     """Raises ExportError if the folder of `path` has less than `needed` bytes free."""
     folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)  # the nearest folder that exists
     free = shutil.disk_usage(folder).free
     if free < needed:
         raise ExportError(
-            errno.ENOSPC,
             f"Not enough free disk space to write {path}: about {needed / 1e6:,.1f} MB "
             f"needed, {free / 1e6:,.1f} MB free in {folder}. Free some space or "
-            "choose another output folder; nothing was written.")
+            "choose another output folder; nothing was written.", errno.ENOSPC)
 
 
 def _disk_error(err, path):
@@ -208,9 +217,9 @@ def _disk_error(err, path):
         "No space left" in str(err)
     if not full:
         return None
-    return ExportError(errno.ENOSPC, f"The disk filled up while writing {path}: {err}. "
-                       "Free some space or choose another output folder; the "
-                       "partial file was removed.")
+    return ExportError(f"The disk filled up while writing {path}: {err}. Free some "
+                       "space or choose another output folder; the partial file was "
+                       "removed.", errno.ENOSPC)
 
 
 # -- Keras files and SavedModel -----------------------------------------------------
