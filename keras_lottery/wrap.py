@@ -18,6 +18,7 @@ from tensorflow_model_optimization.python.core.sparsity.keras import (
 from keras_lottery._keras import check_tf_keras_model, keras
 
 __all__ = [
+    "PrunableDepthwiseConv2D",
     "is_prunable",
     "is_pruning_wrapper",
     "iter_layers",
@@ -48,6 +49,8 @@ def is_prunable(layer):
     wrapper.
     """
     if isinstance(layer, tfmot.sparsity.keras.PrunableLayer):
+        return True
+    if type(layer) is keras.layers.DepthwiseConv2D:  # through PrunableDepthwiseConv2D
         return True
     registry = prune_registry.PruneRegistry
     if not registry.supports(layer):
@@ -163,6 +166,20 @@ def wrap_model(model, schedule, layer_filter=None, convert_keras3=True):
     return wrapped
 
 
+@keras.utils.register_keras_serializable(package="keras_lottery")
+class PrunableDepthwiseConv2D(keras.layers.DepthwiseConv2D, tfmot.sparsity.keras.PrunableLayer):
+    """DepthwiseConv2D whose depthwise kernel tfmot prunes.
+
+    tfmot's registry lists DepthwiseConv2D with no prunable weight, so its
+    wrapper would leave the kernel dense. `wrap_model` copies each
+    DepthwiseConv2D as this subclass (same config, same computation) and
+    `strip_model` turns it back into a plain DepthwiseConv2D.
+    """
+
+    def get_prunable_weights(self):
+        return [self.depthwise_kernel]
+
+
 def _fresh_copy(layer):
     """A copy of `layer` from its config, with its own (new) variables.
 
@@ -171,7 +188,8 @@ def _fresh_copy(layer):
     tfmot's wrapper asks for those kernels when it is built (the unbuilt copy
     failed with `'EinsumDense' object has no attribute 'kernel'`).
     """
-    new = layer.__class__.from_config(layer.get_config())
+    cls = PrunableDepthwiseConv2D if type(layer) is keras.layers.DepthwiseConv2D else layer.__class__
+    new = cls.from_config(layer.get_config())
     if prune_registry.PruneRegistry._is_mha_layer(layer):
         _build_attention(new, layer.name)
     return new
@@ -281,7 +299,16 @@ def strip_model(model):
         for weight, mask, _ in wrapper.pruning_vars:
             weight.assign(weight * mask)
     stripped = tfmot.sparsity.keras.strip_pruning(model)
-    copy = keras.models.clone_model(stripped)
+
+    def plain(layer):
+        if isinstance(layer, keras.Model):
+            return keras.models.clone_model(layer, clone_function=plain)
+        cls = layer.__class__
+        if cls is PrunableDepthwiseConv2D:
+            cls = keras.layers.DepthwiseConv2D
+        return cls.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(stripped, clone_function=plain)
     copy.set_weights(stripped.get_weights())
     return copy
 

@@ -148,12 +148,68 @@ def test_wrap_logs_one_line_with_dense_layers_and_prunable_share(caplog):
         kl.IMP(rounds=1, prune_rate=0.5).wrap(model)
     lines = [r.getMessage() for r in caplog.records if "prunable" in r.getMessage()]
     assert len(lines) == 1
-    prunable = 3 * 3 * 3 * 4 + 4 * 5 + 5 * 2  # conv, sep's pointwise, head kernels
+    # conv, dw (through PrunableDepthwiseConv2D), sep's pointwise, head kernels
+    prunable = 3 * 3 * 3 * 4 + 3 * 3 * 4 + 4 * 5 + 5 * 2
     share = 100.0 * prunable / model.count_params()
-    assert f"{share:.1f}% of the model's {model.count_params()} parameters" in lines[0]
-    assert "dw (DepthwiseConv2D: depthwise_kernel)" in lines[0]
+    assert f"Pruning 4 layers: {share:.1f}% of the model's {model.count_params()} parameters" in lines[0]
+    assert "1 layers keep dense kernels" in lines[0]
     assert "sep (SeparableConv2D: depthwise_kernel)" in lines[0]
-    assert "conv (" not in lines[0] and "head (" not in lines[0]
+    assert "dw (" not in lines[0] and "conv (" not in lines[0] and "head (" not in lines[0]
+
+
+def test_depthwise_conv2d_is_pruned_exactly_and_rewound_bit_exactly(tmp_path):
+    # fails on the old code: tfmot lists DepthwiseConv2D with no prunable
+    # weight, so MobileNet-style models kept every depthwise kernel dense
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 1, name="expand")(inputs)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2, name="dw")(x)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(x))
+    imp = kl.IMP(rounds=1, prune_rate=0.5)
+    wrapped = imp.wrap(model)
+    assert kl.is_prunable(model.get_layer("dw"))
+    names = [w.name for w in kl.masks.prunable_weights(wrapped)]
+    assert names == ["expand/kernel", "dw/depthwise_kernel", "head/kernel"]
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(48, 8, 8, 3)).astype("float32")
+    y = rng.integers(0, 3, 48)
+    np.testing.assert_array_equal(model(x).numpy(), wrapped(x).numpy())
+    theta0 = {w.name: w.weight.numpy() for w in kl.masks.prunable_weights(wrapped)}
+    wrapped.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    epochs = imp.epochs(per_round=1)
+    guard = kl.SparsityGuard(every=1)
+    callbacks = imp.callbacks(verbose=0)
+    callbacks.insert(1, guard)
+
+    class AtRoundOneStart(keras.callbacks.Callback):
+        seen = None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                self.seen = {w.name: (w.weight.numpy(), w.mask.numpy())
+                             for w in kl.masks.prunable_weights(wrapped)}
+
+    start = AtRoundOneStart()
+    wrapped.fit(x, y, batch_size=8, epochs=epochs,
+                callbacks=callbacks + [start], verbose=0, shuffle=False)
+    assert guard.checks == 12
+    dw_value, dw_mask = start.seen["dw/depthwise_kernel"]
+    assert dw_mask.sum() == dw_mask.size // 2
+    # the round-1 ticket: survivors are theta0 bit for bit, the rest exactly zero
+    for name, (value, mask) in start.seen.items():
+        np.testing.assert_array_equal(value, theta0[name] * mask, err_msg=name)
+    # the stripped model is plain DepthwiseConv2D with the pruned zeros
+    plain = kl.strip_model(wrapped)
+    assert type(plain.get_layer("dw")) is keras.layers.DepthwiseConv2D
+    assert np.all(plain.get_layer("dw").depthwise_kernel.numpy()[kl.read_masks(wrapped)["dw/depthwise_kernel"] == 0] == 0)
+    np.testing.assert_allclose(plain(x).numpy(), wrapped(x).numpy(), rtol=1e-5, atol=1e-6)
+    # the wrapped model saves and loads (the subclass is registered)
+    wrapped.save(tmp_path / "wrapped.keras")
+    loaded = kl.load_wrapped_model(tmp_path / "wrapped.keras")
+    np.testing.assert_array_equal(kl.read_masks(loaded)["dw/depthwise_kernel"],
+                                  kl.read_masks(wrapped)["dw/depthwise_kernel"])
 
 
 def test_all_weights_remaining_counts_every_parameter():
