@@ -9,7 +9,13 @@ model and the IMP settings. It is two files side by side:
   architecture, and the SHA-256 of the `.npz`, so a pair from two different
   saves (an interrupted one) is refused on loading.
 
-Both are written to a temporary name and renamed.
+Both are written to a temporary name and renamed. Loading checks every field
+it reads and names the file and the field when one is missing or malformed.
+
+Retraining a ticket continues from the rewind step k: `build_model(optimizer=...)`
+compiles and sets the optimizer's step counter to k, `set_optimizer_step`
+does it for a model compiled by hand, and `callbacks()` does it when `fit`
+begins, so a learning-rate schedule goes on from k, as in IMP's rounds.
 """
 
 import hashlib
@@ -75,7 +81,8 @@ class Ticket:
       >>> ticket = Ticket.from_model(model, imp)        # doctest: +SKIP
       >>> ticket.save("runs/lenet/ticket")              # doctest: +SKIP
       >>> again = load_ticket("runs/lenet/ticket")      # doctest: +SKIP
-      >>> fresh = again.build_model()                   # wrapped, at θk ⊙ m   # doctest: +SKIP
+      >>> fresh = again.build_model(optimizer=opt, loss=loss)  # θk ⊙ m, step k  # doctest: +SKIP
+      >>> fresh.fit(x, y, epochs=2, callbacks=again.callbacks())  # doctest: +SKIP
     """
 
     def __init__(self, masks, theta, config=None, model_json=None):
@@ -164,25 +171,102 @@ class Ticket:
         masks_lib.attach_mask_constraints(model)
         return model
 
-    def build_model(self):
+    def build_model(self, optimizer=None, loss=None, metrics=None, **compile_kwargs):
         """Rebuilds the wrapped model from the stored architecture, at θk ⊙ m.
 
-        Compile it and `fit` with `tfmot.sparsity.keras.UpdatePruningStep()` in
-        the callbacks to retrain the subnetwork (masks held fixed).
+        With `optimizer`, the model is also compiled and its optimizer's step
+        counter set to the rewind step k (`set_optimizer_step`), so a
+        learning-rate schedule continues from k, as in IMP's own rounds.
+        Without it, compile the model yourself and then call
+        `ticket.set_optimizer_step(model)` (or fit with `ticket.callbacks()`,
+        which does it at the start of `fit`): a fresh optimizer starts at step
+        0, and a schedule would restart from its first value.
+
+        Retrain with `ticket.callbacks()` (tfmot's `UpdatePruningStep` and the
+        step counter; masks held fixed).
+
+        Args:
+          optimizer: optional optimizer instance or name to compile with.
+          loss, metrics, **compile_kwargs: passed to `model.compile` with
+            `optimizer`.
+
+        Returns:
+          The wrapped model, its masks written and weights at θk ⊙ m (compiled
+          and at step k when `optimizer` is given).
 
         Raises:
-          ValueError: if the ticket stores no architecture.
+          ValueError: if the ticket stores no architecture, or compile
+            arguments are given without `optimizer`.
+
+        Example:
+          >>> fresh = ticket.build_model(optimizer=keras.optimizers.SGD(schedule),
+          ...                            loss=loss, metrics=["accuracy"])  # doctest: +SKIP
+          >>> fresh.fit(x, y, epochs=2, callbacks=ticket.callbacks())      # doctest: +SKIP
         """
         import tensorflow_model_optimization as tfmot
 
         from keras_lottery.imp import custom_objects
 
+        if optimizer is None and (loss is not None or metrics is not None or compile_kwargs):
+            raise ValueError("Pass optimizer= too to compile in build_model (or compile the "
+                             "returned model yourself, then call ticket.set_optimizer_step(model)).")
         if not self.model_json:
             raise ValueError("This ticket stores no model architecture; build the "
                              "wrapped model yourself and call ticket.apply(model).")
         with tfmot.sparsity.keras.prune_scope(), keras.utils.custom_object_scope(custom_objects()):
             model = keras.models.model_from_json(self.model_json)
-        return self.apply(model)
+        self.apply(model)
+        if optimizer is not None:
+            model.compile(optimizer=optimizer, loss=loss, metrics=metrics, **compile_kwargs)
+            self.set_optimizer_step(model)
+        return model
+
+    def set_optimizer_step(self, model):
+        """Sets the compiled model's optimizer step counter to the rewind step k.
+
+        IMP trains every round from θk with the optimizer at step k; a
+        retrained ticket should too, or a learning-rate schedule (warmup,
+        decay) restarts at step 0. Call it after `compile` and before `fit`.
+        A ticket holding trained weights (step -1) leaves the counter as is.
+
+        Args:
+          model: the compiled model (or its optimizer).
+
+        Returns:
+          The step the optimizer is now at.
+
+        Raises:
+          ValueError: if `model` is not compiled.
+        """
+        optimizer = getattr(model, "optimizer", None) if isinstance(model, keras.Model) else model
+        if optimizer is None or not hasattr(optimizer, "iterations"):
+            raise ValueError("Compile the model before ticket.set_optimizer_step(model) "
+                             "(its optimizer's step counter is set to the rewind step k).")
+        if self.step >= 0:
+            optimizer.iterations.assign(self.step)
+        return int(optimizer.iterations.numpy())
+
+    def callbacks(self, check_sparsity=None):
+        """The callbacks to retrain the ticket with (pass them to `fit`).
+
+        tfmot's `UpdatePruningStep` (needed by every wrapped model), a
+        callback that sets the optimizer to step k at the start of the first
+        `fit` if it is still at step 0 (see `set_optimizer_step`), and, with
+        `check_sparsity=N`, a `SparsityGuard(every=N)` checking after every
+        N-th batch that each pruned weight is exactly zero (`True`: every
+        batch).
+
+        Returns:
+          A list of Keras callbacks.
+        """
+        import tensorflow_model_optimization as tfmot
+
+        callbacks = [tfmot.sparsity.keras.UpdatePruningStep(), _StartAtStep(self)]
+        if check_sparsity:
+            from keras_lottery.guard import SparsityGuard
+
+            callbacks.append(SparsityGuard(every=1 if check_sparsity is True else check_sparsity))
+        return callbacks
 
     # -- disk -------------------------------------------------------------------
 
@@ -217,7 +301,10 @@ class Ticket:
 
         Raises:
           FileNotFoundError: if either file is missing.
-          ValueError: if the files do not belong together or are malformed.
+          ValueError: if the files do not belong together or are malformed
+            (not JSON, truncated, not a ticket, a missing or mistyped field, an
+            `.npz` that is not the one the `.json` describes), naming the file
+            and what is wrong.
         """
         npz_path, json_path = ticket_paths(path)
         for p in (npz_path, json_path):
@@ -225,30 +312,127 @@ class Ticket:
                 raise FileNotFoundError(
                     f"No ticket file {p}: a ticket is a .npz + .json pair written by "
                     "Ticket.save / `keras-lottery run` (ticket.npz, ticket.json).")
-        with open(json_path) as f:
-            try:
-                meta = json.load(f)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{json_path} is not valid JSON: {err}") from None
-        if meta.get("format") != "keras-lottery ticket":
-            raise ValueError(f"{json_path} is not a keras-lottery ticket.")
-        if meta.get("version", 0) > FORMAT_VERSION:
-            raise ValueError(f"{json_path} has ticket format version {meta['version']}; "
-                             f"this keras-lottery reads up to {FORMAT_VERSION}.")
+        meta = _read_meta(json_path)
         with open(npz_path, "rb") as f:
             data = f.read()
-        if hashlib.sha256(data).hexdigest() != meta.get("npz_sha256"):
+        if hashlib.sha256(data).hexdigest() != meta["npz_sha256"]:
             raise ValueError(
                 f"{npz_path} does not match {json_path} (checksum differs): the "
-                "two files come from different saves, e.g. an interrupted one. "
-                "Save the ticket again.")
-        with np.load(io.BytesIO(data)) as arrays:
-            masks = {m["name"]: arrays[f"mask_{i}"].astype(np.float32)
-                     for i, m in enumerate(meta["masks"])}
-            names = meta["theta"]["names"]
-            values = [arrays[f"theta_{i}"] for i in range(len(names))]
-        theta = WeightSnapshot(names, values, meta["theta"]["step"])
+                "two files come from different saves, an interrupted one, or the "
+                ".npz was truncated or changed. Save the ticket again.")
+        masks, values = _read_arrays(data, meta, npz_path, json_path)
+        theta = WeightSnapshot(meta["theta"]["names"], values, meta["theta"]["step"])
         return cls(masks, theta, meta.get("config"), meta.get("model_json"))
+
+
+_SAVE_AGAIN = "Save the ticket again (Ticket.save / save_ticket / `keras-lottery run`)."
+
+
+def _field(meta, key, types, json_path, where="", optional=False):
+    """`meta[key]`, checked to be one of `types`; a ValueError naming the file otherwise."""
+    label = f"{where}{key!r}"
+    if key not in meta:
+        if optional:
+            return None
+        raise ValueError(f"{json_path}: the ticket metadata has no {label} field. {_SAVE_AGAIN}")
+    value = meta[key]
+    if optional and value is None:
+        return None
+    bad_bool = isinstance(value, bool) and bool not in types
+    if not isinstance(value, types) or bad_bool:
+        names = " or ".join(t.__name__ for t in types)
+        raise ValueError(f"{json_path}: {label} should be a {names}, got "
+                         f"{type(value).__name__} {str(value)[:60]!r}. {_SAVE_AGAIN}")
+    return value
+
+
+def _read_meta(json_path):
+    """The checked metadata of a ticket's `.json` (every field `load` reads)."""
+    try:
+        with open(json_path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{json_path} cannot be read as a ticket's JSON: {err}") from None
+    if not text.strip():
+        raise ValueError(f"{json_path} is empty (an interrupted save?). {_SAVE_AGAIN}")
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{json_path} is not valid JSON (truncated, or not a ticket's "
+                         f".json): {err}. {_SAVE_AGAIN}") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{json_path} holds a JSON {type(meta).__name__}, not a ticket's "
+                         f"metadata (a JSON object with 'format': 'keras-lottery ticket').")
+    if meta.get("format") != "keras-lottery ticket":
+        raise ValueError(f"{json_path} is not a keras-lottery ticket (its 'format' is "
+                         f"{meta.get('format')!r}, not 'keras-lottery ticket').")
+    version = _field(meta, "version", (int,), json_path)
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{json_path} has ticket format version {version}; "
+                         f"this keras-lottery reads up to {FORMAT_VERSION}.")
+    _field(meta, "npz_sha256", (str,), json_path)
+    for i, entry in enumerate(_field(meta, "masks", (list,), json_path)):
+        if not isinstance(entry, dict):
+            raise ValueError(f"{json_path}: 'masks'[{i}] should be an object with 'name' and "
+                             f"'shape', got {type(entry).__name__}. {_SAVE_AGAIN}")
+        _field(entry, "name", (str,), json_path, where=f"'masks'[{i}].")
+        shape = _field(entry, "shape", (list,), json_path, where=f"'masks'[{i}].")
+        if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+            raise ValueError(f"{json_path}: 'masks'[{i}].'shape' should be a list of sizes, "
+                             f"got {shape!r}. {_SAVE_AGAIN}")
+    theta = _field(meta, "theta", (dict,), json_path)
+    _field(theta, "step", (int,), json_path, where="'theta'.")
+    names = _field(theta, "names", (list,), json_path, where="'theta'.")
+    if not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{json_path}: 'theta'.'names' should be a list of variable names. "
+                         f"{_SAVE_AGAIN}")
+    _field(meta, "config", (dict,), json_path, optional=True)
+    _field(meta, "model_json", (str,), json_path, optional=True)
+    return meta
+
+
+def _read_arrays(data, meta, npz_path, json_path):
+    """(masks, θk values) from a ticket's `.npz` bytes, checked against its metadata."""
+    if not data.startswith(b"PK"):  # np.load would take any other bytes for a pickle
+        raise ValueError(f"{npz_path} is not an .npz (zip) file; the ticket's arrays are "
+                         f"missing. {_SAVE_AGAIN}")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            stored = dict(arrays.items())
+    except Exception as err:  # BadZipFile, a truncated member, a pickle, ...
+        raise ValueError(f"{npz_path} cannot be read as a ticket's arrays "
+                         f"({type(err).__name__}: {err}). {_SAVE_AGAIN}") from None
+    masks = {}
+    for i, entry in enumerate(meta["masks"]):
+        key = f"mask_{i}"
+        if key not in stored:
+            raise ValueError(f"{npz_path} has no array {key} for mask {entry['name']!r} "
+                             f"listed in {json_path}. {_SAVE_AGAIN}")
+        if list(stored[key].shape) != list(entry["shape"]):
+            raise ValueError(f"{npz_path}: {key} has shape {list(stored[key].shape)}, but "
+                             f"{json_path} gives mask {entry['name']!r} shape {entry['shape']}. "
+                             f"{_SAVE_AGAIN}")
+        masks[entry["name"]] = stored[key].astype(np.float32)
+    values = []
+    for i, name in enumerate(meta["theta"]["names"]):
+        key = f"theta_{i}"
+        if key not in stored:
+            raise ValueError(f"{npz_path} has no array {key} for θk variable {name!r} listed "
+                             f"in {json_path}. {_SAVE_AGAIN}")
+        values.append(stored[key])
+    return masks, values
+
+
+class _StartAtStep(keras.callbacks.Callback):
+    """Puts a fresh optimizer at the ticket's rewind step k when `fit` begins."""
+
+    def __init__(self, ticket):
+        super().__init__()
+        self.ticket = ticket
+
+    def on_train_begin(self, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) == 0:
+            self.ticket.set_optimizer_step(self.model)
 
 
 def save_ticket(path, model, theta=None, config=None):
