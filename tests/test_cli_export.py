@@ -63,7 +63,8 @@ def test_export_keras_and_savedmodel_from_run(run_dir, tmp_path):
                                loaded(x).numpy(), atol=1e-6)
 
 
-def test_export_all_writes_report(run_dir, tmp_path, capsys):
+def test_export_all_writes_report_and_keeps_it_on_error(run_dir, tmp_path, capsys,
+                                                         monkeypatch):
     out = tmp_path / "all"
     assert main(["export", os.fspath(run_dir), "--format", "all", "--out", os.fspath(out),
                  "--repeats", "2"]) == 0
@@ -74,6 +75,24 @@ def test_export_all_writes_report(run_dir, tmp_path, capsys):
                if v["variant"] in ("tflite", "tflite_sparse"))
     assert "tflite_int8_sparse" in printed and "dense reference" in printed
     assert sorted(os.listdir(out)) == ["dense", "export_report.json", "ticket"]
+
+    # the same export failing part-way leaves the first one as it was, and no temporary folder
+    before = snapshot(out)
+    calls = []
+    real_convert = export.lite.convert
+
+    def fail_on_the_third(*a, **kw):  # ticket tflite, ticket sparse, then this one
+        calls.append(1)
+        if len(calls) == 3:
+            raise export.TFLiteConversionError("injected converter failure")
+        return real_convert(*a, **kw)
+
+    monkeypatch.setattr(export.lite, "convert", fail_on_the_third)
+    assert main(["export", os.fspath(run_dir), "--format", "all", "--out", os.fspath(out),
+                 "--repeats", "1"]) == 2
+    assert "injected converter failure" in capsys.readouterr().err
+    assert snapshot(out) == before
+    assert os.listdir(tmp_path) == ["all"]
 
 
 def test_errors_are_clear_and_leave_nothing(tmp_path, capsys):
@@ -99,3 +118,45 @@ def test_errors_are_clear_and_leave_nothing(tmp_path, capsys):
     assert main(["export", os.fspath(dense_path), "--format", "tflite", "--allow-dense",
                  "--out", os.fspath(out)]) == 0
     assert sorted(os.listdir(tmp_path / "out")) == ["d.tflite"]
+
+
+def snapshot(folder):
+    out = {}
+    for d, _, files in os.walk(folder):
+        for f in files:
+            full = os.path.join(d, f)
+            with open(full, "rb") as fh:
+                out[os.path.relpath(full, folder)] = fh.read()
+    return out
+
+
+def test_truncated_model_file_is_named(tmp_path, capsys):
+    for ext in (".keras", ".h5"):
+        path = tmp_path / f"model{ext}"
+        small_mlp(seed=0).save(path)
+        data = path.read_bytes()
+        path.write_bytes(data[:len(data) // 2])
+        assert main(["export", os.fspath(path), "--format", "tflite", "--allow-dense",
+                     "--out", os.fspath(tmp_path / "t.tflite")]) == 2
+        err = capsys.readouterr().err
+        assert f"Cannot read the model file {path}" in err and "truncated" in err
+        assert "Traceback" not in err
+    assert not os.path.exists(tmp_path / "t.tflite")
+
+
+def test_lstm_model_exports_with_unroll(tmp_path, capsys):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((10,), dtype="int32")
+    h = keras.layers.LSTM(8)(keras.layers.Embedding(30, 4)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3)(h))
+    path = tmp_path / "lstm.keras"
+    model.save(path)
+    out = tmp_path / "lstm.tflite"
+    base = ["export", os.fspath(path), "--format", "tflite", "--allow-dense", "--out", os.fspath(out)]
+    assert main(base + ["--unroll"]) == 0
+    x = np.random.default_rng(0).integers(0, 30, size=(7, 10)).astype("int32")
+    np.testing.assert_allclose(export.TFLiteModel(os.fspath(out)).predict(x),
+                               model.predict(x, verbose=0), rtol=0, atol=1e-5)
+    assert main(["export", os.fspath(path), "--format", "keras", "--unroll", "--allow-dense",
+                 "--out", os.fspath(tmp_path / "x.keras")]) == 2
+    assert "--unroll applies to --format tflite" in capsys.readouterr().err

@@ -14,8 +14,11 @@ def register(subparsers):
         "`keras-lottery run` (its wrapped_model.keras and dataset are used) or a "
         ".keras/.h5 model file. `--format all` writes every format for the ticket "
         "and a dense reference into the --out folder, with export_report.json and "
-        "a printed size / accuracy / latency table. Files are written to a "
-        "temporary name and renamed, so a failed export leaves nothing behind.",
+        "a printed size / accuracy / latency table; it is written into a temporary "
+        "folder beside --out and renamed over it only when every format succeeded, so "
+        "a failed export leaves the previous one intact and nothing partial. Single "
+        "files are written to a temporary name and renamed. Recurrent models (LSTM, "
+        "GRU) need --unroll for TFLite.",
     )
     p.add_argument("source", metavar="RUN_OR_MODEL", help="run folder or .keras/.h5 model file")
     p.add_argument("--format", required=True, choices=FORMATS,
@@ -27,6 +30,12 @@ def register(subparsers):
     p.add_argument("--int8-scales", default="auto", choices=["auto", "per-channel", "per-tensor"],
                    help="int8 weight scales (default: %(default)s = per-tensor with --sparse, "
                    "per-channel without)")
+    p.add_argument("--unroll", action="store_true",
+                   help="tflite / all: unroll recurrent layers (LSTM, GRU, SimpleRNN) over "
+                   "their fixed number of time steps; needed to convert them")
+    p.add_argument("--select-tf-ops", action="store_true",
+                   help="tflite: allow TensorFlow ops TFLite lacks (SELECT_TF_OPS); the "
+                   "file then needs an interpreter with the Flex delegate")
     p.add_argument("--representative", default=None, metavar="X.npy",
                    help="calibration inputs for --int8 (default: the run's training data)")
     p.add_argument("--dataset", default=None, choices=["mnist1d", "fashion_mnist"],
@@ -64,7 +73,27 @@ def _load_source(source):
             config = report_lib.read_json(report_path).get("config", {})
     elif os.path.splitext(source)[1].lower() not in (".keras", ".h5"):
         raise ValueError(f"{source} is not a .keras or .h5 file nor a run folder.")
-    return load_wrapped_model(path, compile=False), config
+    return _load_model(path, load_wrapped_model), config
+
+
+def _load_model(path, load):
+    """`load(path)`, with a truncated or corrupt file reported as such, naming it."""
+    from keras_lottery.export import ExportError
+
+    try:
+        return load(path, compile=False)
+    except (ValueError, TypeError) as err:
+        if "zip" not in str(err).lower() and "file signature" not in str(err).lower():
+            raise  # a readable file holding something else: its own message
+        cause = err
+    except Exception as err:  # zipfile.BadZipFile, h5py's OSError, EOFError, ...
+        cause = err
+    size = os.path.getsize(path)
+    raise ExportError(
+        f"Cannot read the model file {path} ({size:,} bytes): it is truncated or not a "
+        f"Keras model ({type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}). "
+        "If a run was interrupted while saving it, re-run or resume the run; otherwise "
+        "pass a complete .keras/.h5 file.") from cause
 
 
 def _data(args, config):
@@ -99,6 +128,12 @@ def export(args):
 
     if (args.sparse or args.int8) and args.format not in ("tflite", "all"):
         raise ValueError("--sparse and --int8 apply to --format tflite only.")
+    if args.unroll and args.format not in ("tflite", "all"):
+        raise ValueError("--unroll applies to --format tflite and all only.")
+    if args.select_tf_ops and args.format != "tflite":
+        raise ValueError("--select-tf-ops applies to --format tflite only (--format all "
+                         "runs every TFLite file, and no interpreter here has the Flex "
+                         "delegate such files need; use --unroll).")
     per_channel = {"auto": None, "per-channel": True, "per-tensor": False}[args.int8_scales]
     model, config = _load_source(args.source)
     needs_data = args.format == "all" or args.int8
@@ -116,7 +151,8 @@ def export(args):
             dense, _ = _load_source(args.dense)
         result = export_lib.report(model, data[1], dense_model=dense, representative_data=rep,
                                    out_dir=args.out, repeats=args.repeats,
-                                   allow_dense=args.allow_dense, per_channel=per_channel)
+                                   allow_dense=args.allow_dense, per_channel=per_channel,
+                                   unroll=args.unroll)
         print(export_lib.format_report(result))
         print(f"\nexports: {os.path.join(args.out, 'ticket')}  report: "
               f"{os.path.join(args.out, 'export_report.json')}")
@@ -131,7 +167,8 @@ def export(args):
     else:
         export_lib.tflite(model, args.out, sparse=args.sparse, int8=args.int8,
                           representative_data=rep, allow_dense=args.allow_dense,
-                          per_channel=per_channel)
+                          per_channel=per_channel, unroll=args.unroll,
+                          select_tf_ops=args.select_tf_ops)
         path = args.out
     size = export_lib.file_size(path)
     if not args.quiet:
