@@ -33,6 +33,7 @@ import tensorflow_model_optimization as tfmot
 
 from keras_lottery import masks as masks_lib
 from keras_lottery import report as report_lib
+from keras_lottery.guard import SparsityGuard
 from keras_lottery.models import compile_classifier
 from keras_lottery._keras import check_tf_keras_model, keras
 from keras_lottery.schedule import IMPSchedule, parse_rewind
@@ -324,7 +325,7 @@ def _dataset(x, y, batch_size, seed):
 
 
 def train_copy(model, x, y, steps, seed, batch_size=128, compile_fn=None, start_step=0,
-               callbacks=None):
+               callbacks=None, check_sparsity=None):
     """Trains a copy of `model` for `steps` steps in the data order given by `seed`.
 
     The copy's optimizer is fresh (no momentum) with its step counter at
@@ -342,12 +343,18 @@ def train_copy(model, x, y, steps, seed, batch_size=128, compile_fn=None, start_
         and metrics (default: SGD(0.1, momentum 0.9), sparse cross-entropy from logits).
       start_step: the optimizer's step counter at the start (k).
       callbacks: extra Keras callbacks.
+      check_sparsity: optional N: for a ticket, a `SparsityGuard(every=N)`
+        checks after every N-th step that each pruned weight is exactly zero
+        (`True`: every step); the guard is left on the copy as
+        `copy.sparsity_guard`.
 
     Returns:
       The trained copy.
 
     Raises:
       ValueError: for steps < 1.
+      SparsityViolation: with `check_sparsity`, if a pruned weight is
+        non-zero after a checked step.
     """
     if int(steps) != steps or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}.")
@@ -362,6 +369,9 @@ def train_copy(model, x, y, steps, seed, batch_size=128, compile_fn=None, start_
         masks_lib.attach_mask_constraints(copy)
         bypass_wrapper_ops(copy)
         extra = [tfmot.sparsity.keras.UpdatePruningStep()] + extra
+        if check_sparsity:
+            copy.sparsity_guard = SparsityGuard(every=1 if check_sparsity is True else check_sparsity)
+            extra.insert(1, copy.sparsity_guard)
     copy.fit(_dataset(x, y, batch_size, seed), epochs=1, steps_per_epoch=int(steps),
              callbacks=extra, verbose=0)
     return copy
@@ -404,7 +414,8 @@ class InstabilityResult:
 
 def instability_analysis(model, train_data, eval_data, steps, seeds=(1, 2), batch_size=128,
                          compile_fn=None, start_step=0, num_points=DEFAULT_POINTS,
-                         bn_examples=2048, eval_batch_size=256, from_logits=True):
+                         bn_examples=2048, eval_batch_size=256, from_logits=True,
+                         check_sparsity=None):
     """Trains two copies of `model` with different data orders and measures the barrier.
 
     Works for dense networks (any model) and for tickets (a wrapped model whose
@@ -422,6 +433,8 @@ def instability_analysis(model, train_data, eval_data, steps, seeds=(1, 2), batc
         each point (0 or None: keep interpolated statistics).
       eval_batch_size: evaluation batch size.
       from_logits: whether the model outputs logits.
+      check_sparsity: optional N: check a ticket's pruned weights after every
+        N-th step of both copies (see `train_copy`).
 
     Returns:
       An `InstabilityResult`.
@@ -440,7 +453,8 @@ def instability_analysis(model, train_data, eval_data, steps, seeds=(1, 2), batc
                          "seeds give the same data order and trivially zero instability.")
     started = time.perf_counter()
     x, y = train_data
-    copies = [train_copy(model, x, y, steps, s, batch_size, compile_fn, start_step) for s in seeds]
+    copies = [train_copy(model, x, y, steps, s, batch_size, compile_fn, start_step,
+                         check_sparsity=check_sparsity) for s in seeds]
     bn_data = x[: int(bn_examples)] if bn_examples else None
     path = evaluate_path(copies[0], copies[1], *eval_data, num_points=num_points, bn_data=bn_data,
                          batch_size=eval_batch_size, from_logits=from_logits)
@@ -592,7 +606,7 @@ class _Snapshots(keras.callbacks.Callback):
 def search_rewind_point(model, train_data, eval_data, candidates, epochs, batch_size=128,
                         compile_fn=None, masks=None, weights_remaining=None,
                         threshold=DEFAULT_THRESHOLD, seeds=(1, 2), num_points=DEFAULT_POINTS,
-                        bn_examples=2048, analyze=None, progress=None):
+                        bn_examples=2048, analyze=None, progress=None, check_sparsity=None):
     """Instability (and ticket accuracy) for each candidate rewind point k.
 
     1. Trains `model` from θ0 for `epochs` (data order seed 0) and keeps θk for
@@ -619,6 +633,8 @@ def search_rewind_point(model, train_data, eval_data, candidates, epochs, batch_
         e.g. to reuse cached results.
       progress: optional callable(str) for one line per finished candidate
         (default: the "keras_lottery" logger at INFO level).
+      check_sparsity: optional N, passed to `analyze`: check the subnetwork's
+        pruned weights after every N-th step of every copy.
 
     Returns:
       A `RewindSearchResult`.
@@ -672,7 +688,8 @@ def search_rewind_point(model, train_data, eval_data, candidates, epochs, batch_
             masks_lib.write_masks(start, masks)  # also zeroes the pruned weights
         result = analyze(start, train_data, eval_data, steps=total - k, seeds=seeds,
                          batch_size=batch_size, compile_fn=compile_fn, start_step=k,
-                         num_points=num_points, bn_examples=bn_examples)
+                         num_points=num_points, bn_examples=bn_examples,
+                         **({"check_sparsity": check_sparsity} if check_sparsity else {}))
         distance = None
         if result.models and masks is not None:
             distance = float(np.mean([pruning_distance(m, dense) for m in result.models]))

@@ -151,7 +151,7 @@ def ticket_analysis():
     before = _weights(wrapped)
     result = stability.instability_analysis(
         wrapped, (x, y), (x, y), steps=12, seeds=(1, 2), batch_size=32,
-        compile_fn=compile_model, start_step=5, num_points=5)
+        compile_fn=compile_model, start_step=5, num_points=5, check_sparsity=1)
     return wrapped, before, masks, result
 
 
@@ -163,10 +163,10 @@ def test_instability_analysis_on_a_ticket(ticket_analysis):
     assert result.start_step == 5 and result.steps == 12
     a, b = result.models
     assert int(a.optimizer.iterations.numpy()) == 5 + 12
-    for model in (a, b):  # pruned weights stayed zero, masks unchanged
+    for model in (a, b):  # masks unchanged; pruned weights zero after every one of the 12 steps
         for w in masks_lib.prunable_weights(model):
             np.testing.assert_array_equal(w.mask.numpy(), masks[w.name])
-            assert np.all(w.weight.numpy()[masks[w.name] == 0] == 0)
+        assert model.sparsity_guard.checks == 12 and model.sparsity_guard.weights_checked > 0
     # different data orders gave different weights
     assert any(not np.array_equal(u, v) for u, v in zip(a.get_weights(), b.get_weights()))
     assert result.accuracies == [1 - result.path.errors[0], 1 - result.path.errors[-1]]
@@ -215,6 +215,7 @@ def test_search_picks_the_earliest_stable_k(tiny_data, tmp_path):
 
     def fake_analysis(model, train_data, eval_data, steps, start_step, **kwargs):
         seen.append((start_step, steps, masks_lib.overall_weights_remaining(model)))
+        assert kwargs["check_sparsity"] == 1  # the copies' per-step check is passed on
         errors = [0.1, 0.1 + barrier_at[start_step], 0.1]
         path = stability.PathResult([0.0, 0.5, 1.0], errors, [1.0, 1.0, 1.0],
                                     barrier=barrier_at[start_step], loss_barrier=0.0)
@@ -224,7 +225,8 @@ def test_search_picks_the_earliest_stable_k(tiny_data, tmp_path):
     model = small_mlp(seed=0)
     result = stability.search_rewind_point(
         model, (x, y), test, ["1ep", 0, "3it", "16it"], epochs=3, batch_size=30,
-        compile_fn=compile_model, weights_remaining=0.25, analyze=fake_analysis)
+        compile_fn=compile_model, weights_remaining=0.25, analyze=fake_analysis,
+        check_sparsity=1)
     assert [r["k_steps"] for r in result.rows] == [0, 3, 8, 16]  # 1ep = 8 steps of 30
     assert result.chosen == "1ep"
     assert result.total_steps == 24
