@@ -2,23 +2,33 @@
 
 At the end of every round, once the new masks are written and the
 survivors rewound (that is, in the exact state the next round starts from),
-`RoundCheckpoint` writes to a `resume_dir`:
+`RoundCheckpoint` writes to a `resume_dir`, in this order:
 
 * `imp_round_NNN.npz`: every model variable (kernels, biases, masks, tfmot's
-  bookkeeping), every optimizer variable (step counter, slots) and a dynamic
+  bookkeeping), every optimizer variable (step counter, slots), a dynamic
   loss scale if there is one, and the θ0 / θk snapshots;
-* `imp_checkpoint.json`: the round to start next, the epoch `fit` must start
-  at, the finished rounds' results, the run's settings, and the name of the
-  `.npz` file above. It is written last, by an atomic rename, so a process
-  killed at any moment leaves either the previous complete checkpoint or the
-  new one, never a mix.
+* `imp_round_NNN.json`: that checkpoint's metadata: the round to start next,
+  the epoch `fit` must start at, the `IMPCallback`'s state
+  (`IMPCallback.state_dict()`: finished rounds' results, k, ...), the run's
+  settings, and the `.npz` file's size and SHA-256;
+* `imp_checkpoint.json`: a copy of the newest metadata.
+
+Each file is written to a temporary name in the same folder and renamed over
+its target, so a process killed at any moment leaves complete files only.
+The two newest round checkpoints are kept: a `.npz` that is missing,
+truncated or damaged (its size or SHA-256 differ from the metadata's) is
+skipped with a warning naming it, and the run resumes from the previous
+complete checkpoint; when there is none, `read_checkpoint` raises an error
+naming the damaged files.
 
 Started again with the same command, the run restores that state before its
 first step and trains the remaining rounds; a round that was interrupted is
 trained again from its start. Keras' `fit` counts epochs from
 `initial_epoch`, so pass `initial_epoch=imp.initial_epoch()` (0 when there is
 nothing to resume): a mismatch raises rather than silently training the wrong
-round.
+round. A checkpoint written with other settings (IMP's, the optimizer's
+configuration, or the `run_config` given to the `IMPCallback`, less the keys
+in `IGNORED_SETTINGS`) is refused, listing every difference.
 
 Under `tf.distribute` every worker restores the same files and does the same
 host-side reads at a round's end; only the chief (`strategy.extended.
@@ -34,32 +44,55 @@ Example:
   ...           initial_epoch=imp.initial_epoch("run/resume"))  # doctest: +SKIP
 """
 
+import hashlib
 import io
 import json
 import logging
+import math
 import os
 import posixpath
+import re
 
 import numpy as np
 import tensorflow as tf
 
+from keras_lottery import report as report_lib
 from keras_lottery._keras import keras
-from keras_lottery.callback import IMPCallback, RoundResult, is_chief
+from keras_lottery.callback import IMPCallback, is_chief
 from keras_lottery.rewind import WeightSnapshot
 
 __all__ = [
     "CHECKPOINT_FILE",
+    "CheckpointError",
+    "IGNORED_SETTINGS",
+    "NonFiniteLossError",
     "RoundCheckpoint",
+    "RoundModelSaver",
+    "StopOnNonFiniteLoss",
+    "format_settings_diff",
     "initial_epoch",
     "is_chief",
     "read_checkpoint",
+    "settings_diff",
 ]
 
 logger = logging.getLogger("keras_lottery")
 
 CHECKPOINT_FILE = "imp_checkpoint.json"
-FORMAT_VERSION = 1
-_KEEP_DATA_FILES = 2
+FORMAT_VERSION = 2
+_KEEP_ROUNDS = 2
+_ROUND_FILE = re.compile(r"^imp_round_(\d+)\.(npz|json)$")
+
+#: Keys of an `IMPCallback`'s `run_config` that do not change what is trained
+#: (where results go, what is printed), and may differ on resume. `data_dir`
+#: is here because the CLI records the data's SHA-256 (`data_sha256`), which
+#: catches other data wherever it comes from.
+IGNORED_SETTINGS = ("out", "quiet", "resume", "tensorboard", "data_dir", "command", "func",
+                    "verbose")
+
+
+class CheckpointError(ValueError):
+    """A resume folder holds checkpoint files, but none that is complete."""
 
 
 def _join(folder, name):
@@ -69,48 +102,223 @@ def _join(folder, name):
 
 
 def _atomic_write_bytes(path, data):
-    """Writes to `path + '.tmp'` then renames it over `path`."""
+    """Writes `data` to a temporary file beside `path`, then renames it to `path`."""
+    if "://" not in path:
+        report_lib.atomic_write(path, data, mode="wb")
+        return
     tmp = path + ".tmp"
     with tf.io.gfile.GFile(tmp, "wb") as f:
         f.write(data)
     tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
+def _read_bytes(path):
+    with tf.io.gfile.GFile(path, "rb") as f:
+        return f.read()
+
+
+def _round_name(next_round, ext):
+    return f"imp_round_{next_round:03d}.{ext}"
+
+
+# -- settings ---------------------------------------------------------------------
+
+def _plain(value):
+    """`value` as JSON would store it (tuples -> lists, NumPy scalars -> numbers)."""
+    def default(obj):
+        if hasattr(obj, "item"):
+            return obj.item()
+        return str(obj)
+
+    return json.loads(json.dumps(value, sort_keys=True, default=default))
+
+
+def _optimizer_settings(optimizer):
+    """The optimizer's class and configuration (learning rate, betas, ...), name aside."""
+    if optimizer is None:
+        return None
+    try:
+        config = dict(optimizer.get_config())
+    except (NotImplementedError, AttributeError, TypeError):
+        config = {}
+    config.pop("name", None)
+    return dict(config, **{"class": type(optimizer).__name__})
+
+
+def _settings(imp_callback, model):
+    """Everything a resumed run must share with the run that wrote the checkpoint."""
+    state = imp_callback.state_dict()
+    settings = {
+        "rounds": imp_callback.schedule.rounds,
+        "prune_rate": imp_callback.schedule.prune_rate,
+        "rewind": str(imp_callback.rewind),
+        "scope": imp_callback.scope,
+        "layer_rates": {k: float(v) for k, v in sorted(imp_callback.layer_rates.items())},
+        "epochs_per_round": imp_callback.epochs_per_round,
+        "steps_per_epoch": state["steps_per_epoch"],
+        "optimizer_config": _optimizer_settings(getattr(model, "optimizer", None)),
+    }
+    for key, value in (imp_callback.run_config or {}).items():
+        if key not in IGNORED_SETTINGS and key not in settings:
+            settings[key] = value
+    return _plain(settings)
+
+
+def _flatten(settings, prefix=""):
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and value and key == "optimizer_config":
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def settings_diff(saved, now, keys=None):
+    """The settings that differ between a checkpoint and this run.
+
+    Args:
+      saved: the settings stored in a checkpoint (`read_checkpoint(...)["config"]`).
+      now: this run's settings.
+      keys: optional keys to compare (default: every key of either).
+
+    Returns:
+      A list of `(setting, saved value, value now)`, sorted by setting; a value
+      missing on one side is None. The optimizer's configuration is compared
+      entry by entry (`optimizer_config.learning_rate`, ...).
+
+    Example:
+      >>> settings_diff({"lr": 0.1, "seed": 0}, {"lr": 0.2, "seed": 0})
+      [('lr', 0.1, 0.2)]
+    """
+    saved, now = _flatten(_plain(saved or {})), _flatten(_plain(now or {}))
+    if keys is None:
+        names = set(saved) | set(now)
+    else:
+        keys = set(keys)
+        names = {k for k in set(saved) | set(now) if k in keys or k.split(".")[0] in keys}
+    return [(k, saved.get(k), now.get(k)) for k in sorted(names) if saved.get(k) != now.get(k)]
+
+
+def _show(value):
+    if value is None:
+        return "(not set)"
+    if isinstance(value, float):
+        return f"{value:.7g}"  # float32 settings (an optimizer's) read back as 0.00999999977
+    return json.dumps(value)
+
+
+def format_settings_diff(diff, names=None):
+    """The lines `  setting: old -> new` for a `settings_diff` result.
+
+    Args:
+      diff: from `settings_diff`.
+      names: optional dict setting -> how to show it (e.g. "lr" -> "--lr").
+    """
+    names = names or {}
+    return "\n".join(f"  {names.get(k, k)}: {_show(old)} -> {_show(new)}" for k, old, new in diff)
+
+
+# -- reading ------------------------------------------------------------------------
+
+def _load_meta(path):
+    """(metadata, None), or (None, why it cannot be used)."""
+    try:
+        meta = json.loads(_read_bytes(path))
+    except (ValueError, tf.errors.OpError) as err:
+        return None, f"{path} is unreadable or truncated ({err})"
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        return None, (f"{path} has checkpoint format {found!r}; this keras_lottery reads "
+                      f"format {FORMAT_VERSION}")
+    missing = [k for k in ("next_round", "initial_epoch", "data_file", "data_bytes",
+                           "data_sha256", "state", "config") if k not in meta]
+    if missing:
+        return None, f"{path} lacks {missing}"
+    return meta, None
+
+
+def _load_data(resume_dir, meta):
+    """(the .npz bytes, None), or (None, why they cannot be used)."""
+    path = _join(resume_dir, meta["data_file"])
+    if not tf.io.gfile.exists(path):
+        return None, f"{path} is missing"
+    data = _read_bytes(path)
+    if len(data) != meta["data_bytes"]:
+        return None, f"{path} is truncated ({len(data)} of {meta['data_bytes']} bytes)"
+    if hashlib.sha256(data).hexdigest() != meta["data_sha256"]:
+        return None, f"{path} is damaged (its SHA-256 differs from the checkpoint's)"
+    return data, None
+
+
+def _find_checkpoint(resume_dir):
+    """(metadata, .npz bytes) of the newest complete checkpoint, or (None, None)."""
+    if resume_dir is None or not tf.io.gfile.isdir(resume_dir):
+        return None, None
+    names = [n.rstrip("/") for n in tf.io.gfile.listdir(resume_dir)]
+    paths = [_join(resume_dir, n) for n in sorted(names, reverse=True)
+             if _ROUND_FILE.match(n) and n.endswith(".json")]
+    if CHECKPOINT_FILE in names:
+        paths.insert(0, _join(resume_dir, CHECKPOINT_FILE))
+    has_data = any(_ROUND_FILE.match(n) for n in names)
+    problems, metas = [], []
+    for path in paths:
+        meta, why = _load_meta(path)
+        if meta is None:
+            problems.append(why)
+        else:
+            metas.append((path, meta))
+    metas.sort(key=lambda pm: -int(pm[1]["next_round"]))  # stable: the pointer first
+    tried = set()
+    for path, meta in metas:
+        if meta["data_file"] in tried:
+            continue
+        tried.add(meta["data_file"])
+        data, why = _load_data(resume_dir, meta)
+        if data is None:
+            problems.append(why)
+            continue
+        if problems:
+            logger.warning("IMP checkpoint: %s; resuming from the previous complete "
+                           "checkpoint %s instead.", "; ".join(problems),
+                           _join(resume_dir, meta["data_file"]))
+        return meta, data
+    if problems or has_data:
+        raise CheckpointError(
+            f"No complete IMP checkpoint in {resume_dir}: "
+            f"{'; '.join(problems) or 'round files without their metadata'}. "
+            f"Delete {resume_dir} to start the run afresh (or restore the damaged "
+            "files from a backup).")
+    return None, None
+
+
 def read_checkpoint(resume_dir):
-    """The last complete round checkpoint's metadata in `resume_dir`, or None.
+    """The newest complete round checkpoint's metadata in `resume_dir`, or None.
+
+    A checkpoint whose `.npz` is missing, truncated or damaged is skipped
+    (with a warning naming it) in favour of the previous complete one.
 
     Args:
       resume_dir: the folder given to `IMP.callbacks(resume_dir=...)`.
 
     Returns:
-      A dict with `next_round`, `initial_epoch`, `finished`, `config`,
-      `history` (list of round dicts) and `data_file`, or None when the folder
-      holds no checkpoint yet.
+      A dict with `next_round`, `initial_epoch`, `finished`, `config` (the
+      run's settings), `state` (the `IMPCallback` state less the snapshots'
+      values), `history` (list of round dicts) and `data_file`, or None when
+      the folder holds no checkpoint.
 
     Raises:
-      ValueError: if the checkpoint file is unreadable or from another format.
+      CheckpointError: (a ValueError) if the folder holds checkpoint files
+        but none is complete, naming each file and what is wrong with it.
     """
-    if resume_dir is None:
-        return None
-    path = _join(resume_dir, CHECKPOINT_FILE)
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path, "rb") as f:
-        text = f.read()
-    try:
-        meta = json.loads(text)
-    except ValueError as err:
-        raise ValueError(f"{path} is not a valid IMP checkpoint ({err}). Delete "
-                         f"{resume_dir} to start the run afresh.") from err
-    if meta.get("format") != FORMAT_VERSION:
-        raise ValueError(f"{path} has checkpoint format {meta.get('format')!r}; this "
-                         f"keras_lottery reads format {FORMAT_VERSION}. Delete "
-                         f"{resume_dir} to start the run afresh.")
-    return meta
+    return _find_checkpoint(resume_dir)[0]
 
 
 def initial_epoch(resume_dir):
     """The epoch `fit` must start at to resume the run in `resume_dir` (0: none).
+
+    Raises:
+      CheckpointError: as `read_checkpoint` does.
 
     Example:
       >>> model.fit(..., initial_epoch=kl.resume.initial_epoch("run/resume"))  # doctest: +SKIP
@@ -119,17 +327,7 @@ def initial_epoch(resume_dir):
     return 0 if meta is None else int(meta["initial_epoch"])
 
 
-def _run_config(imp_callback):
-    return {
-        "rounds": imp_callback.schedule.rounds,
-        "prune_rate": imp_callback.schedule.prune_rate,
-        "rewind": str(imp_callback.rewind),
-        "scope": imp_callback.scope,
-        "layer_rates": {k: float(v) for k, v in sorted(imp_callback.layer_rates.items())},
-        "epochs_per_round": imp_callback.epochs_per_round,
-        "steps_per_epoch": imp_callback._steps_per_epoch,
-    }
-
+# -- the model's and optimizer's variables ------------------------------------------
 
 def _optimizer_variables(optimizer):
     variables = optimizer.variables
@@ -172,6 +370,10 @@ def _build_optimizer(optimizer, model):
         optimizer._create_all_weights(model.trainable_variables)
 
 
+def _snapshot_meta(snap):
+    return None if snap is None else {"names": snap.names, "step": snap.step}
+
+
 class RoundCheckpoint(keras.callbacks.Callback):
     """Writes a checkpoint at every round's end and restores it when fit starts again.
 
@@ -185,8 +387,11 @@ class RoundCheckpoint(keras.callbacks.Callback):
 
     Raises:
       TypeError: if `imp_callback` is not an `IMPCallback`.
-      ValueError: for an empty `resume_dir`; when fit starts, if the checkpoint in `resume_dir` belongs to
-        a run with other settings or another model.
+      ValueError: for an empty `resume_dir`; when fit starts, if the checkpoint
+        in `resume_dir` belongs to a run with other settings (every difference
+        is listed, `setting: saved -> now`), another model or another optimizer.
+      CheckpointError: (a ValueError) when fit starts, if `resume_dir` holds
+        checkpoint files but none is complete.
       RuntimeError: if fit starts at another epoch than the checkpoint's
         (pass `initial_epoch=imp.initial_epoch()`), or the callback order is wrong.
 
@@ -208,6 +413,7 @@ class RoundCheckpoint(keras.callbacks.Callback):
         self.restored_round = None
         self._expected_epoch = None
         self._rounds_saved = 0
+        self._settings = None
 
     # -- Keras hooks ----------------------------------------------------------
 
@@ -217,12 +423,15 @@ class RoundCheckpoint(keras.callbacks.Callback):
             raise RuntimeError(
                 "RoundCheckpoint ran before its IMPCallback started: put it after "
                 "the IMPCallback in fit's callbacks (IMP.callbacks() does).")
+        # Read before any step: a learning rate that callbacks change during
+        # training must compare as it was compiled.
+        self._settings = _settings(imp, self.model)
         self._expected_epoch = 0
-        meta = read_checkpoint(self.resume_dir)
+        meta, data = _find_checkpoint(self.resume_dir)
         self._rounds_saved = len(imp.history)
         if meta is None:
             return
-        self._restore(meta)
+        self._restore(meta, data)
         self._rounds_saved = len(imp.history)
         self._expected_epoch = int(meta["initial_epoch"])
 
@@ -248,8 +457,9 @@ class RoundCheckpoint(keras.callbacks.Callback):
         """Writes the state the next round starts from (runs on every worker)."""
         imp = self.imp_callback
         model = self.model
-        finished = len(imp.history) > imp.schedule.rounds
-        next_round = len(imp.history)
+        state = imp.state_dict()
+        next_round = len(state["history"])
+        finished = next_round > imp.schedule.rounds
         # Every worker reads the same variables in the same order (reading a
         # sync-on-read variable may need all workers); only the chief writes.
         model_vars = list(model.weights)
@@ -260,76 +470,75 @@ class RoundCheckpoint(keras.callbacks.Callback):
                                   ("loss_scale", scale_vars)):
             for i, v in enumerate(variables):
                 arrays[f"{prefix}/{i}"] = np.asarray(v.numpy())
-        theta_k_is_theta0 = imp.theta_k is imp.theta0 and imp.theta0 is not None
-        for prefix, snap in (("theta0", imp.theta0), ("theta_k", imp.theta_k)):
+        theta0, theta_k = state["theta0"], state["theta_k"]
+        theta_k_is_theta0 = theta_k is theta0 and theta0 is not None
+        for prefix, snap in (("theta0", theta0), ("theta_k", theta_k)):
             if snap is not None and not (prefix == "theta_k" and theta_k_is_theta0):
                 for i, value in enumerate(snap.values):
                     arrays[f"{prefix}/{i}"] = value
         if not is_chief(model):
             return
-        data_file = f"imp_round_{next_round:03d}.npz"
+        data_file = _round_name(next_round, "npz")
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
+        data = buffer.getvalue()
         tf.io.gfile.makedirs(self.resume_dir)
-        _atomic_write_bytes(_join(self.resume_dir, data_file), buffer.getvalue())
+        _atomic_write_bytes(_join(self.resume_dir, data_file), data)
         meta = {
             "format": FORMAT_VERSION,
             "next_round": next_round,
             "initial_epoch": next_round * imp.epochs_per_round,
             "finished": finished,
-            "rewind_steps": imp._k,
-            "config": _run_config(imp),
+            "config": self._settings if self._settings is not None else _settings(imp, model),
             "model_variables": [v.name for v in model_vars],
             "optimizer_variables": [v.name for v in opt_vars],
             "loss_scale_variables": len(scale_vars),
-            "theta0": None if imp.theta0 is None else {"names": imp.theta0.names, "step": imp.theta0.step},
-            # rewind "0it": θk is θ0, stored once
-            "theta_k": ("theta0" if theta_k_is_theta0 else None if imp.theta_k is None
-                        else {"names": imp.theta_k.names, "step": imp.theta_k.step}),
-            "history": imp.history_rows(),
+            "state": {
+                "round": state["round"],
+                "rewind_steps": state["rewind_steps"],
+                "steps_per_epoch": state["steps_per_epoch"],
+                "theta0": _snapshot_meta(theta0),
+                # rewind "0it": θk is θ0, stored once
+                "theta_k": "theta0" if theta_k_is_theta0 else _snapshot_meta(theta_k),
+            },
+            "history": state["history"],
             "data_file": data_file,
+            "data_bytes": len(data),
+            "data_sha256": hashlib.sha256(data).hexdigest(),
         }
-        _atomic_write_bytes(_join(self.resume_dir, CHECKPOINT_FILE),
-                            (json.dumps(meta, indent=1) + "\n").encode())
+        text = (json.dumps(_plain(meta), indent=1) + "\n").encode()
+        _atomic_write_bytes(_join(self.resume_dir, _round_name(next_round, "json")), text)
+        _atomic_write_bytes(_join(self.resume_dir, CHECKPOINT_FILE), text)
         self._remove_old_files(next_round)
         logger.info("IMP checkpoint: round %d saved to %s", next_round - 1, self.resume_dir)
 
     def _remove_old_files(self, next_round):
+        """Keeps the newest `_KEEP_ROUNDS` round checkpoints (older ones are never read)."""
         for name in tf.io.gfile.listdir(self.resume_dir):
             name = name.rstrip("/")
-            if name.endswith(".tmp"):
+            match = _ROUND_FILE.match(name)
+            if name.endswith(".tmp") or (match and int(match.group(1)) <= next_round - _KEEP_ROUNDS):
                 tf.io.gfile.remove(_join(self.resume_dir, name))
-            elif name.startswith("imp_round_") and name.endswith(".npz"):
-                try:
-                    index = int(name[len("imp_round_"):-len(".npz")])
-                except ValueError:
-                    continue
-                if index <= next_round - _KEEP_DATA_FILES:
-                    tf.io.gfile.remove(_join(self.resume_dir, name))
 
     # -- reading --------------------------------------------------------------
 
-    def _restore(self, meta):
+    def _restore(self, meta, data):
         imp = self.imp_callback
         model = self.model
-        config = _run_config(imp)
-        saved = meta["config"]
-        diff = sorted(k for k in set(config) | set(saved) if config.get(k) != saved.get(k))
+        diff = settings_diff(meta["config"], self._settings)
         if diff:
-            details = ", ".join(f"{k}: saved {saved.get(k)!r} vs now {config.get(k)!r}" for k in diff)
             raise ValueError(
-                f"The checkpoint in {self.resume_dir} is from a run with other settings "
-                f"({details}). Run with the same settings, or use a new resume_dir "
-                "(or delete this one) to start afresh.")
+                f"The checkpoint in {self.resume_dir} is from a run with other "
+                f"settings (setting: saved -> now):\n{format_settings_diff(diff)}\n"
+                "Resume with the same settings as before, use a new resume_dir to "
+                f"start another run, or delete {self.resume_dir} to start over.")
         model_vars = list(model.weights)
         if [v.name for v in model_vars] != meta["model_variables"]:
             raise ValueError(
                 f"The checkpoint in {self.resume_dir} was written for another model "
                 "(its variables differ). Use a new resume_dir for this model.")
-        path = _join(self.resume_dir, meta["data_file"])
-        with tf.io.gfile.GFile(path, "rb") as f:
-            with np.load(io.BytesIO(f.read())) as npz:
-                arrays = {k: npz[k] for k in npz.files}
+        with np.load(io.BytesIO(data)) as npz:
+            arrays = {k: npz[k] for k in npz.files}
 
         for i, v in enumerate(model_vars):
             v.assign(arrays[f"model/{i}"])
@@ -354,19 +563,21 @@ class RoundCheckpoint(keras.callbacks.Callback):
             for i, v in enumerate(scale_vars):
                 v.assign(arrays[f"loss_scale/{i}"])
 
+        saved = meta["state"]
+
         def snapshot(key):
-            info = meta[key]
+            info = saved[key]
             if info is None:
                 return None
             values = [arrays[f"{key}/{i}"] for i in range(len(info["names"]))]
             return WeightSnapshot(info["names"], values, info["step"])
 
-        imp.theta0 = snapshot("theta0")
-        imp.theta_k = imp.theta0 if meta["theta_k"] == "theta0" else snapshot("theta_k")
-        imp.history = [RoundResult.from_dict(row) for row in meta["history"]]
-        imp.round = min(int(meta["next_round"]), imp.schedule.rounds)
-        imp._k = meta["rewind_steps"]
-        imp._reset_round_state()
+        theta0 = snapshot("theta0")
+        theta_k = theta0 if saved["theta_k"] == "theta0" else snapshot("theta_k")
+        imp.load_state({"round": saved["round"], "history": meta["history"],
+                        "rewind_steps": saved["rewind_steps"],
+                        "steps_per_epoch": saved["steps_per_epoch"],
+                        "theta0": theta0, "theta_k": theta_k})
         self.restored_round = int(meta["next_round"])
         if meta["finished"]:
             logger.info("IMP checkpoint in %s: the run had finished all %d rounds; "
@@ -374,3 +585,117 @@ class RoundCheckpoint(keras.callbacks.Callback):
         else:
             logger.info("IMP checkpoint in %s: resuming at round %d (epoch %d).",
                         self.resume_dir, self.restored_round, meta["initial_epoch"])
+
+
+# -- the trained model of the last finished round -----------------------------------
+
+class RoundModelSaver(keras.callbacks.Callback):
+    """Saves the wrapped model as each round ends, before IMP prunes and rewinds it.
+
+    The file (written to a temporary name beside `path`, then renamed) holds
+    the last finished round's trained network, so an interrupted run can be
+    exported (`keras-lottery export`). Put it after tfmot's
+    `UpdatePruningStep` (which re-masks the kernels at an epoch's end) and
+    before the `IMPCallback` it follows in `fit`'s callbacks.
+
+    Args:
+      imp_callback: the run's `IMPCallback` (for the round length).
+      path: the `.keras` (or `.h5`) file to write.
+
+    Raises:
+      TypeError: if `imp_callback` is not an `IMPCallback`.
+
+    Example:
+      >>> cbs = imp.callbacks(); i = cbs.index(imp.callback)          # doctest: +SKIP
+      >>> cbs.insert(i, RoundModelSaver(imp.callback, "run/wrapped_model.keras"))  # doctest: +SKIP
+    """
+
+    def __init__(self, imp_callback, path):
+        super().__init__()
+        if not isinstance(imp_callback, IMPCallback):
+            raise TypeError(f"imp_callback must be an IMPCallback, got {imp_callback!r}.")
+        self.imp_callback = imp_callback
+        self.path = os.fspath(path)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.imp_callback.epochs_per_round == 0 and is_chief(self.model):
+            report_lib.atomic_path(self.path, self.model.save)
+
+
+# -- a loss that is no longer finite -----------------------------------------------
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss (or weights)."""
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops `fit` with an error at the first NaN or infinite training loss or weight.
+
+    Each batch's loss is checked one batch late (the previous batch's loss
+    is read when the next one ends, so the device never waits for the
+    host), the epoch's mean loss at its end, and then the trainable weights
+    (one reduction on the device): NaN inputs through a ReLU leave the loss
+    finite but turn the first layer's weights NaN. Put it first in `fit`'s
+    callbacks: then the round that diverged is neither recorded nor pruned
+    from, and the reports, checkpoints and saved model keep the finished rounds.
+
+    Args:
+      imp_callback: optional `IMPCallback`, to name the round in the error.
+
+    Raises:
+      NonFiniteLossError: (a FloatingPointError) from `fit`, naming the
+        epoch, batch, round and the likely causes.
+
+    Example:
+      >>> model.fit(ds, callbacks=[StopOnNonFiniteLoss(imp.callback)] + imp.callbacks())  # doctest: +SKIP
+    """
+
+    def __init__(self, imp_callback=None):
+        super().__init__()
+        self._supports_tf_logs = True
+        self.imp_callback = imp_callback
+        self._pending = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._pending = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        previous, self._pending = self._pending, (batch, (logs or {}).get("loss"))
+        if previous is not None:
+            self._check(*previous)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._pending is not None:
+            self._check(*self._pending)
+        self._pending = None
+        if logs and "loss" in logs:
+            self._check(None, logs["loss"])
+        # NaN inputs through a ReLU leave the loss finite but the weights NaN
+        variables = list(self.model.trainable_variables)
+        if variables and not bool(tf.reduce_all(tf.stack(
+                [tf.reduce_all(tf.math.is_finite(v)) for v in variables]))):
+            name = next(v.name for v in variables if not np.isfinite(v.numpy()).all())
+            raise NonFiniteLossError(
+                f"The weights {name} became non-finite (NaN or inf) by the end of "
+                f"{self._where(None)}, while the loss stayed finite; training stopped, the "
+                "finished rounds' results are kept. Check the inputs for NaN/inf values "
+                "(a ReLU hides them from the loss) and lower the learning rate.")
+
+    def _where(self, batch):
+        where = f"epoch {self._epoch}" + ("" if batch is None else f", batch {batch}")
+        if self.imp_callback is not None:
+            where += f" (IMP round {self.imp_callback.round})"
+        return where
+
+    def _check(self, batch, loss):
+        if loss is None:
+            return
+        value = float(np.asarray(loss))
+        if math.isfinite(value):
+            return
+        raise NonFiniteLossError(
+            f"The training loss became {value} at {self._where(batch)}; training stopped, the "
+            "finished rounds' results are kept. Check the inputs for NaN/inf values "
+            "and lower the learning rate (or clip gradients).")
