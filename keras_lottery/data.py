@@ -29,6 +29,8 @@ __all__ = [
     "load_arrays",
     "load_local",
     "split_validation",
+    "check_finite",
+    "check_labelled",
 ]
 
 logger = logging.getLogger("keras_lottery")
@@ -97,7 +99,28 @@ def _read_idx(path):
     return data.reshape(shape)
 
 
-def _find_fashion_dir(path):
+def _find_fashion_dir(path, strict=True):
+    """The folder holding the four IDX files.
+
+    A `path` given with `strict` must be that folder (no fallback on another
+    copy: the user named this one); otherwise `path`, then
+    $KERAS_LOTTERY_FASHION_MNIST, then `FASHION_MNIST_DIRS` are searched.
+    """
+    if path and strict:
+        path = os.fspath(path)
+        if not os.path.isdir(path):
+            raise FileNotFoundError(
+                f"Fashion-MNIST folder {path} does not exist{' (it is a file)' if os.path.exists(path) else ''}. "
+                f"Pass the folder that holds {', '.join(_FASHION_FILES.values())} "
+                "(--data-dir / path=...), or leave it out to use a system copy "
+                f"({', '.join(FASHION_MNIST_DIRS)}).")
+        missing = [n for n in _FASHION_FILES.values() if not os.path.exists(os.path.join(path, n))]
+        if missing:
+            raise FileNotFoundError(
+                f"Fashion-MNIST folder {path} lacks {', '.join(missing)}. Copy the four "
+                "IDX .gz files there, or pass the folder that holds them (--data-dir / "
+                "path=...), or leave it out to use a system copy.")
+        return path
     candidates = [path] if path else []
     candidates += [os.environ["KERAS_LOTTERY_FASHION_MNIST"]] if os.environ.get("KERAS_LOTTERY_FASHION_MNIST") else []
     candidates += list(FASHION_MNIST_DIRS)
@@ -115,7 +138,9 @@ def _find_fashion_dir(path):
 def load_fashion_mnist(path=None, normalize=True):
     """Fashion-MNIST from local IDX files.
 
-    Looks in `path`, then $KERAS_LOTTERY_FASHION_MNIST, then
+    Reads the folder `path` when given (and only it: a folder that does not
+    exist or lacks a file is an error, never a silent fallback on another
+    copy); otherwise looks in $KERAS_LOTTERY_FASHION_MNIST, then
     /usr/share/datasets/fashion-mnist (Debian's `dataset-fashion-mnist`), then
     the Keras cache ~/.keras/datasets/fashion-mnist.
 
@@ -127,10 +152,13 @@ def load_fashion_mnist(path=None, normalize=True):
       ((x_train, y_train), (x_test, y_test)); x of shape (n, 28, 28, 1).
 
     Raises:
-      FileNotFoundError: naming every folder searched and how to get the data.
+      FileNotFoundError: naming `path` when it is not a folder with the four
+        files, else every folder searched, and how to get the data.
+      ValueError: for a damaged IDX file or one holding NaN / inf values.
     """
     folder = _find_fashion_dir(path)
     arrays = {k: _read_idx(os.path.join(folder, v)) for k, v in _FASHION_FILES.items()}
+    check_finite({os.path.join(folder, _FASHION_FILES[k]): v for k, v in arrays.items()})
     x_train, x_test = arrays["x_train"][..., None], arrays["x_test"][..., None]
     if normalize:
         x_train = x_train.astype(np.float32) / 255.0
@@ -172,10 +200,17 @@ def load_local(name, num_samples=5000, data_dir=None):
       ((x_train, y_train), (x_test, y_test)).
 
     Raises:
-      ValueError: for an unknown name.
+      ValueError: for an unknown name, a `data_dir` with "mnist1d" (it is
+        generated, not read), or data holding NaN / inf values.
+      FileNotFoundError: for a `data_dir` that is not a Fashion-MNIST folder.
     """
     if name == "mnist1d":
-        return load_mnist1d(num_samples=num_samples, seed=42)
+        if data_dir is not None:
+            raise ValueError(f"data_dir {data_dir!r} applies to fashion_mnist only: MNIST-1D is "
+                             "generated, not read. Drop --data-dir, or pass --dataset fashion_mnist.")
+        (x, y), (xt, yt) = load_mnist1d(num_samples=num_samples, seed=42)
+        check_finite({"MNIST-1D x_train": x, "MNIST-1D x_test": xt})
+        return (x, y), (xt, yt)
     return load_arrays(name, path=data_dir)
 
 
@@ -189,6 +224,87 @@ def split_validation(x, y, fraction=0.1):
         raise ValueError(f"fraction must be in (0, 1), got {fraction!r}.")
     n_val = max(1, int(round(len(x) * fraction)))
     return (x[:-n_val], y[:-n_val]), (x[-n_val:], y[-n_val:])
+
+
+def _named_leaves(value, name):
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            yield from _named_leaves(sub, f"{name}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, sub in enumerate(value):
+            yield from _named_leaves(sub, f"{name}[{i}]")
+    elif value is not None:
+        yield name, value
+
+
+def check_finite(arrays):
+    """Raises if an array holds NaN or inf, naming it, the count and the first place.
+
+    Args:
+      arrays: dict name -> array (or a nest of arrays: dicts, lists, tuples).
+        Integer and boolean arrays are always finite and skipped.
+
+    Raises:
+      ValueError: naming the array, how many values are not finite, the index
+        of the first one, and the fix.
+
+    Example:
+      >>> check_finite({"x_train": np.zeros((2, 3))})
+      >>> check_finite({"x_train": np.array([1.0, np.nan])})
+      Traceback (most recent call last):
+      ...
+      ValueError: x_train holds 1 non-finite value (NaN or inf), the first at index (1,) (nan). ...
+    """
+    for name, value in (pair for key, val in arrays.items() for pair in _named_leaves(val, key)):
+        array = np.asarray(value)
+        if array.dtype.kind not in "fc":
+            continue
+        bad = ~np.isfinite(array)
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            count = int(bad.sum())
+            raise ValueError(
+                f"{name} holds {count} non-finite value{'s' if count > 1 else ''} (NaN or "
+                f"inf), the first at index {first} ({array[first]}). Training on it gives "
+                "NaN weights: clean the data first (drop those examples, e.g. "
+                "x[np.isfinite(x).reshape(len(x), -1).all(axis=1)], or impute them).")
+
+
+def check_labelled(data, name="test_data"):
+    """Raises if evaluation data has no labels (Keras would score it 0.0 silently).
+
+    Args:
+      data: None, an `(x, y)` / `(x, y, sample_weight)` tuple or list, or a
+        `tf.data.Dataset` of such tuples. Other objects (generators,
+        `keras.utils.Sequence`) cannot be inspected and are accepted.
+      name: how the error calls it (e.g. "test_data").
+
+    Raises:
+      ValueError: for inputs alone (an array, a 1-tuple, `(x, None)`, a
+        dataset of single elements), naming `name` and the fix.
+
+    Example:
+      >>> check_labelled((np.zeros((2, 3)), np.zeros(2)))
+      >>> check_labelled(np.zeros((2, 3)))
+      Traceback (most recent call last):
+      ...
+      ValueError: test_data is an array of inputs without labels: ...
+    """
+    fix = (f"pass {name}=(x, y) with the labels, or a dataset of (x, y) pairs "
+           "(tf.data.Dataset.from_tensor_slices((x, y)) or ds.map(lambda x, y: (x, y))).")
+    if data is None:
+        return
+    if isinstance(data, tf.data.Dataset):
+        spec = data.element_spec
+        if not (isinstance(spec, tuple) and len(spec) >= 2):
+            raise ValueError(f"{name} is a dataset of {spec} without labels: {fix}")
+        return
+    if isinstance(data, (tuple, list)):
+        if len(data) < 2 or data[1] is None:
+            raise ValueError(f"{name} has {len(data)} element(s) and no labels: {fix}")
+        return
+    if isinstance(data, (np.ndarray, tf.Tensor)) or hasattr(data, "shape"):
+        raise ValueError(f"{name} is an array of inputs without labels: {fix}")
 
 
 # -- tf.data pipelines through tensorflow-datasets, with local fallbacks -------
@@ -261,8 +377,10 @@ def _local_arrays(key, split, data_dir=None, normalize=True, num_samples=5000):
         raise ValueError(f"Split {split!r} of the local {key} source: use 'train' or 'test', "
                          "optionally sliced ('train[:90%]').")
     if key == "fashion_mnist":
-        (x_tr, y_tr), (x_te, y_te) = load_fashion_mnist(path=data_dir, normalize=normalize)
-        where = f"local Fashion-MNIST IDX files in {_find_fashion_dir(data_dir)}"
+        # data_dir is tfds' folder here: searched first, then the usual copies
+        folder = _find_fashion_dir(data_dir, strict=False)
+        (x_tr, y_tr), (x_te, y_te) = load_fashion_mnist(path=folder, normalize=normalize)
+        where = f"local Fashion-MNIST IDX files in {folder}"
     else:
         (x_tr, y_tr), (x_te, y_te) = load_mnist1d(num_samples=num_samples)
         where = "MNIST-1D generated by the mnist1d package"

@@ -63,8 +63,16 @@ def run_experiment(build_model, compile_model, train, val, test, out, *, rounds,
 
     Returns:
       The summary (see `report.summarize`).
+
+    Raises:
+      ValueError: if `train`, `val` or `test` lacks labels or holds NaN / inf.
     """
     controls = controls_lib.parse_controls(controls)
+    from keras_lottery.data import check_finite, check_labelled
+
+    for name, pair in (("train", train), ("val", val), ("test", test)):
+        check_labelled(pair, name)
+    check_finite({"train": train, "val": val, "test": test})
     (x, y) = train
     for seed in seeds:
         dirs = {s: seed_dir(out, seed, s) for s in ("ticket",) + controls}
@@ -87,7 +95,7 @@ def run_experiment(build_model, compile_model, train, val, test, out, *, rounds,
         model.fit(data, steps_per_epoch=steps, epochs=epochs,
                   validation_data=val, callbacks=callbacks + [recorder], verbose=0)
         if save_model:
-            model.save(os.path.join(dirs["ticket"], "wrapped_model.keras"))
+            report_lib.atomic_path(os.path.join(dirs["ticket"], "wrapped_model.keras"), model.save)
         if verbose:
             logger.info("seed %d: ticket done (%.0f s)", seed, time.perf_counter() - started)
         report_lib.write_summary(out, title=title)

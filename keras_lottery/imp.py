@@ -139,12 +139,21 @@ class IMP:
             zero, raising `SparsityViolation` naming the layer, the count and
             the step (`True` means every batch).
 
+        The list starts with a `resume.StopOnNonFiniteLoss`: fit stops with
+        `NonFiniteLossError` at the first NaN or infinite training loss (or
+        weights, checked at epoch ends), and the finished rounds' results stay.
+
         Raises:
-          ValueError: if `epochs(per_round=...)` was not called first.
+          ValueError: if `epochs(per_round=...)` was not called first, or
+            `test_data` / `validation_data` has no labels.
         """
         if self.epochs_per_round is None:
             raise ValueError("Call imp.epochs(per_round=N) first (and pass its "
                              "result to fit's `epochs`).")
+        from keras_lottery.data import check_labelled
+
+        check_labelled(test_data, "test_data")
+        check_labelled(validation_data, "validation_data")
         self._callback = IMPCallback(
             self.schedule, self.epochs_per_round, rewind=self.rewind, scope=self.scope,
             layer_rates=self.layer_rates, test_data=test_data, report_dir=report_dir,
@@ -167,6 +176,12 @@ class IMP:
             every = 1 if check_sparsity is True else check_sparsity
             # first among the batch-end hooks: it must see each step's weights
             callbacks.insert(1, SparsityGuard(every=every))
+        from keras_lottery.resume import StopOnNonFiniteLoss
+
+        # first: a diverged round (NaN loss or weights) is neither recorded nor
+        # pruned from; it only reads losses (and at epoch ends whether the
+        # weights are finite), so it does not disturb the batch hooks above
+        callbacks.insert(0, StopOnNonFiniteLoss(self._callback))
         return callbacks
 
     def initial_epoch(self, resume_dir=None):
