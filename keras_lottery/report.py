@@ -108,8 +108,24 @@ def write_json(path, payload):
 
 
 def read_json(path):
+    """Reads a JSON file written by `write_json`.
+
+    Raises:
+      FileNotFoundError: if `path` does not exist.
+      ValueError: if it is not valid JSON (truncated, or not a report), naming
+        the file, the place of the error and the fix.
+    """
     with open(path) as f:
-        return json.load(f)
+        text = f.read()
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        raise ValueError(
+            f"{path} is not valid JSON ({err}; {len(text)} characters): the file is truncated "
+            "or is not a keras-lottery report. Reports are written atomically, so this "
+            "one was cut short or changed by another program: rerun the command that "
+            "wrote it (`keras-lottery run --resume` keeps the finished rounds), or "
+            "restore it from a backup.") from None
 
 
 def _flat_row(row):

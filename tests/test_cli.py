@@ -44,3 +44,85 @@ def test_console_script_help():
                             env=dict(os.environ, TF_USE_LEGACY_KERAS="1"))
     assert result.returncode == 0
     assert "--prune-rate" in result.stdout and "--rewind" in result.stdout
+
+
+# -- bad input: a clear error before any training, naming the value and the fix ----
+
+def _run_error(capsys, *argv):
+    code = main(["run", "--num-samples", "400", "--rounds", "1", "--epochs-per-round", "1",
+                 *argv])
+    captured = capsys.readouterr()
+    assert code == 2, captured
+    assert "[IMP]" not in captured.out and "round 0/" not in captured.out  # nothing trained
+    return captured.err
+
+
+@pytest.mark.parametrize("lr", ["-1", "0", "nan", "inf"])
+def test_a_learning_rate_that_cannot_train_is_refused(tmp_path, capsys, lr):
+    """On the old code --lr -1 trained (and 'succeeded'), nan gave NaN weights."""
+    err = _run_error(capsys, "--lr", lr, "--out", str(tmp_path))
+    assert f"--lr {float(lr)} is not a learning rate" in err and "positive finite" in err
+
+
+def test_too_few_samples_is_refused(tmp_path, capsys):
+    """On the old code: a traceback from the loss (label 9 outside [0, 9))."""
+    err = _run_error(capsys, "--num-samples", "10", "--out", str(tmp_path))
+    assert "--num-samples 10 is too few" in err and "at least 100" in err
+
+
+@pytest.mark.parametrize("under", [False, True])
+def test_out_that_is_or_lies_under_a_file_is_refused_before_training(tmp_path, capsys, under):
+    """On the old code this failed only after round 0 had trained."""
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("not a folder")
+    out = blocker / "run" if under else blocker
+    err = _run_error(capsys, "--out", str(out))
+    assert f"--out {out}" in err and "file, not a folder" in err
+    assert (f"lies under {blocker}" in err) == under
+    assert blocker.read_text() == "not a folder"
+
+
+def test_data_dir_that_does_not_exist_is_refused(tmp_path, capsys):
+    """On the old code a wrong --data-dir silently used the system copy."""
+    missing = tmp_path / "fashoin-mnist"
+    err = _run_error(capsys, "--dataset", "fashion_mnist", "--data-dir", str(missing),
+                        "--out", str(tmp_path / "run"))
+    assert f"--data-dir {missing} is not a folder" in err
+    err = _run_error(capsys, "--data-dir", str(tmp_path), "--out", str(tmp_path / "run"))
+    assert "applies to --dataset fashion_mnist only" in err
+
+
+def test_non_finite_values_in_the_data_are_refused(tmp_path, capsys):
+    """Float IDX images with a NaN: on the old code the run 'succeeded' with NaN weights."""
+    import gzip
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "fashion"
+    folder.mkdir()
+
+    def write(name, array, code):
+        header = bytes([0, 0, code, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+        with gzip.open(folder / name, "wb") as f:
+            f.write(header + array.tobytes())
+
+    images = rng.random((200, 28, 28)).astype(">f4")
+    images[17, 3, 3] = np.nan
+    write("train-images-idx3-ubyte.gz", images, 0x0D)
+    write("t10k-images-idx3-ubyte.gz", rng.random((50, 28, 28)).astype(">f4"), 0x0D)
+    write("train-labels-idx1-ubyte.gz", np.arange(200, dtype=np.uint8) % 10, 0x08)
+    write("t10k-labels-idx1-ubyte.gz", np.arange(50, dtype=np.uint8) % 10, 0x08)
+    err = _run_error(capsys, "--dataset", "fashion_mnist", "--data-dir", str(folder),
+                        "--out", str(tmp_path / "run"))
+    assert "train-images-idx3-ubyte.gz holds 1 non-finite value" in err
+    assert "index (17, 3, 3)" in err
+
+
+def test_report_on_a_truncated_json_names_the_file(tmp_path, capsys):
+    """On the old code: a JSONDecodeError without the file's name."""
+    path = tmp_path / "imp_report.json"
+    path.write_text('{"config": {"rounds": 2}, "history": [{"round": 0, "weig')
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path} is not valid JSON" in err and "truncated" in err

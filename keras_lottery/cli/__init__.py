@@ -43,7 +43,8 @@ def main(argv=None):
     )
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    # bad input and a diverged run (NaN loss) end with a message, not a traceback
+    except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as err:
         print(f"keras-lottery {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -1,8 +1,12 @@
 """`keras-lottery run`: an IMP search on a built-in model and local dataset."""
 
+import hashlib
 import logging
+import math
 import os
 import time
+
+import numpy as np
 
 logger = logging.getLogger("keras_lottery")
 
@@ -29,9 +33,11 @@ def register(subparsers):
         "run",
         help="run an IMP lottery-ticket search and print the per-round table",
         description="Iterative magnitude pruning with rewinding on a built-in model. "
-        "Every round runs inside one model.fit; the report (imp_report.json, "
-        "imp_history.csv, tickets.png, the final wrapped model) is rewritten in "
-        "--out after every round, so an interrupted run keeps its finished rounds.",
+        "Every round runs inside one model.fit, on batches whose order is a function of "
+        "(--seed, epoch); the report (imp_report.json, imp_history.csv) and the last "
+        "finished round's wrapped model (wrapped_model.keras) are rewritten atomically "
+        "in --out after every round, so an interrupted run keeps its finished rounds "
+        "and can be exported; tickets.png and the ticket files follow at the end.",
     )
     p.add_argument("--dataset", default=DEFAULTS["dataset"], choices=["mnist1d", "fashion_mnist"],
                    help="local dataset (default: %(default)s, generated locally)")
@@ -69,18 +75,120 @@ def register(subparsers):
                    "accuracies, early-stop iteration), mask histograms, per-epoch curves")
     p.add_argument("--resume", action="store_true",
                    help="checkpoint every finished round to OUT/resume; started again with the "
-                   "same command, a killed run continues from its last finished round")
+                   "same command, a killed run continues from its last finished round and ends "
+                   "bit-identical to an uninterrupted run; a changed setting is refused")
     p.add_argument("--quiet", action="store_true", help="print only the final table")
     p.set_defaults(func=run)
     return p
 
 
+MIN_SAMPLES = 100  # MNIST-1D: ~7 training examples per class after the test/validation splits
+
+
+def _flag(key):
+    return "--" + key.replace("_", "-")
+
+
+def _check_out(out):
+    """Creates --out, or explains why it cannot be a folder (before any training)."""
+    path = os.path.abspath(out)
+    part = path
+    while True:
+        if os.path.exists(part) and not os.path.isdir(part):
+            where = "is a file" if part == path else f"lies under {part}, which is a file"
+            raise ValueError(f"--out {out} {where}, not a folder: pass a folder path "
+                             "(it is created if missing).")
+        parent = os.path.dirname(part)
+        if parent == part:
+            break
+        part = parent
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"--out {out} cannot be created ({err.strerror}): pass a folder "
+                         "you can write to.") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out} is not writable: pass a folder you can write to.")
+
+
+def check_args(args):
+    """Refuses settings that cannot train, naming the value and the fix (before any work).
+
+    Raises:
+      ValueError: for a learning rate that is not a positive finite number, a
+        batch size, epoch count, sample count or validation fraction out of
+        range, `--data-dir` with MNIST-1D, or an `--out` that cannot be a folder.
+      FileNotFoundError: for a `--data-dir` that is not a folder.
+    """
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise ValueError(f"--lr {args.lr} is not a learning rate: pass a positive finite "
+                         f"number (the default is {DEFAULTS['lr']}).")
+    for key in ("batch_size", "epochs_per_round", "rounds"):
+        if getattr(args, key) < 1:
+            raise ValueError(f"{_flag(key)} must be >= 1, got {getattr(args, key)}.")
+    if args.eval_every is not None and args.eval_every < 1:
+        raise ValueError(f"--eval-every must be >= 1 (steps), got {args.eval_every}.")
+    if not 0.0 < args.val_fraction < 1.0:
+        raise ValueError(f"--val-fraction must be in (0, 1), got {args.val_fraction} "
+                         f"(default {DEFAULTS['val_fraction']}).")
+    if args.dataset == "mnist1d" and args.num_samples < MIN_SAMPLES:
+        raise ValueError(f"--num-samples {args.num_samples} is too few: MNIST-1D splits them "
+                         "into training, validation and test sets of 10 classes; pass at "
+                         f"least {MIN_SAMPLES} (default 5000).")
+    if args.data_dir is not None:
+        if args.dataset != "fashion_mnist":
+            raise ValueError(f"--data-dir {args.data_dir} applies to --dataset fashion_mnist "
+                             f"only ({args.dataset} is generated): drop it, or pass "
+                             "--dataset fashion_mnist.")
+        if not os.path.isdir(args.data_dir):
+            raise FileNotFoundError(
+                f"--data-dir {args.data_dir} is not a folder: pass the folder holding the "
+                "Fashion-MNIST IDX .gz files, or leave it out to use the system copy.")
+    _check_out(args.out)
+
+
 def load_data(args):
+    """(train, val, test) array pairs, checked: finite, and every class in training."""
     from keras_lottery import data
 
     (x, y), test = data.load_local(args.dataset, args.num_samples, args.data_dir)
     train, val = data.split_validation(x, y, args.val_fraction)
+    data.check_finite({"x_train": train[0], "x_val": val[0], "x_test": test[0]})
+    classes = int(max(train[1].max(), val[1].max(), test[1].max())) + 1
+    missing = sorted(set(range(classes)) - set(np.unique(train[1]).tolist()))
+    if missing:
+        raise ValueError(f"The training split ({len(train[0])} examples) has no example of "
+                         f"class(es) {missing}: pass a larger --num-samples.")
     return train, val, test
+
+
+def data_fingerprint(*arrays):
+    """SHA-256 of the arrays' dtypes, shapes and bytes: a resumed run must train on the same data."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _check_resume(resume_dir, config):
+    """Refuses, before training, a --resume whose checkpoint has other settings."""
+    from keras_lottery import resume
+
+    meta = resume.read_checkpoint(resume_dir)
+    if meta is None:
+        return
+    keys = [k for k in config if k not in resume.IGNORED_SETTINGS]
+    diff = resume.settings_diff(meta["config"], {k: config[k] for k in keys}, keys=keys)
+    if diff:
+        names = {k: _flag(k) for k in keys}
+        names["data_sha256"] = "data (SHA-256)"
+        raise ValueError(
+            f"--resume: {resume_dir} holds a run with other settings (setting: before -> "
+            f"now):\n{resume.format_settings_diff(diff, names)}\nRun the same command as "
+            "before (same flags) to continue it, pass a new --out to start another run, "
+            f"or delete {resume_dir} to start this one over.")
 
 
 def run_seeds(args):
@@ -126,6 +234,7 @@ def run_seeds(args):
 
 
 def run(args):
+    check_args(args)
     if args.scope is None:  # deep networks are pruned globally (Frankle et al.)
         from keras_lottery.models import DEEP_MODELS
 
@@ -133,6 +242,7 @@ def run(args):
     if args.controls is not None or args.seeds is not None:
         return run_seeds(args)
     import keras_lottery as kl
+    from keras_lottery import report, resume
     from keras_lottery._keras import keras
 
     started = time.perf_counter()
@@ -140,25 +250,36 @@ def run(args):
                  output_layer_rate=None if args.output_rate is None or args.output_rate < 0 else args.output_rate)
     epochs = imp.epochs(per_round=args.epochs_per_round)
     (x, y), val, test = load_data(args)
+    config = {k: v for k, v in vars(args).items() if k not in ("func", "quiet", "command")}
+    config["data_sha256"] = data_fingerprint(x, y, *val, *test)
+    resume_dir = os.path.join(args.out, "resume") if getattr(args, "resume", False) else None
+    if resume_dir:
+        _check_resume(resume_dir, config)
     keras.utils.set_random_seed(args.seed)
-    model = kl.models.build(args.model, input_shape=x.shape[1:], num_classes=int(y.max()) + 1, seed=args.seed)
+    num_classes = int(max(y.max(), val[1].max(), test[1].max())) + 1
+    model = kl.models.build(args.model, input_shape=x.shape[1:], num_classes=num_classes, seed=args.seed)
     model = imp.wrap(model)
     kl.models.compile_classifier(model, args.optimizer, args.lr)
-    config = {k: v for k, v in vars(args).items() if k not in ("func", "quiet", "command")}
-    resume_dir = os.path.join(args.out, "resume") if getattr(args, "resume", False) else None
-    logger.info("IMP: %s on %s, %d rounds x %d epochs, %d training examples -> %s",
-                args.model, args.dataset, args.rounds + 1, args.epochs_per_round, len(x), args.out)
-    model.fit(x, y, batch_size=args.batch_size, epochs=epochs, validation_data=val,
-              # progress first, so an epoch's line comes before the round's table row
-              callbacks=[kl.ProgressLogger(epochs_per_round=args.epochs_per_round, rounds=args.rounds)]
-              + imp.callbacks(test_data=test, report_dir=args.out,
+    model_path = os.path.join(args.out, "wrapped_model.keras")
+    callbacks = imp.callbacks(test_data=test, report_dir=args.out,
                               verbose=0 if args.quiet else 1, run_config=config,
                               eval_every=args.eval_every, validation_data=val,
-                              tensorboard_dir=args.tensorboard,
-                              resume_dir=resume_dir),
-              initial_epoch=imp.initial_epoch() if resume_dir else 0,
-              verbose=0, shuffle=True)
-    model.save(os.path.join(args.out, "wrapped_model.keras"))
+                              tensorboard_dir=args.tensorboard, resume_dir=resume_dir)
+    # the trained model of each round, saved before IMP prunes and rewinds it
+    callbacks.insert(callbacks.index(imp.callback), resume.RoundModelSaver(imp.callback, model_path))
+    if not any(isinstance(cb, resume.StopOnNonFiniteLoss) for cb in callbacks):
+        callbacks.insert(0, resume.StopOnNonFiniteLoss(imp.callback))
+    # progress first, so an epoch's line comes before the round's table row
+    callbacks.insert(0, kl.ProgressLogger(epochs_per_round=args.epochs_per_round, rounds=args.rounds))
+    start = imp.initial_epoch() if resume_dir else 0
+    # Epoch e's batches are a permutation that depends only on (seed, e): a
+    # resumed run trains on exactly the batches an uninterrupted one does.
+    data, steps = kl.controls.ordered_batches(x, y, args.batch_size, seed=args.seed, start_epoch=start)
+    logger.info("IMP: %s on %s, %d rounds x %d epochs, %d training examples -> %s",
+                args.model, args.dataset, args.rounds + 1, args.epochs_per_round, len(x), args.out)
+    model.fit(data, steps_per_epoch=steps, epochs=epochs, validation_data=val,
+              callbacks=callbacks, initial_epoch=start, verbose=0)
+    report.atomic_path(model_path, model.save)
     kl.save_ticket(os.path.join(args.out, "ticket"), model, imp, config=config)  # ticket.npz + ticket.json
     plot = imp.plot(os.path.join(args.out, "tickets.png"),
                     title=f"{args.model} on {args.dataset}: IMP, rewind {args.rewind}")
