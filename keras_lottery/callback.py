@@ -18,9 +18,15 @@ from keras_lottery import masks as masks_lib
 from keras_lottery import report as report_lib
 from keras_lottery._keras import keras
 from keras_lottery.early_stop import IntervalEvaluator, early_stopping_point
-from keras_lottery.rewind import WeightSnapshot, reset_optimizer
+from keras_lottery.rewind import (
+    WeightSnapshot,
+    capture_optimizer_state,
+    is_legacy_optimizer,
+    mask_moving_averages,
+    reset_optimizer,
+)
 from keras_lottery.schedule import IMPSchedule, parse_rewind
-from keras_lottery.wrap import bypass_wrapper_ops
+from keras_lottery.wrap import bypass_wrapper_ops, pruned_layers
 
 __all__ = ["IMPCallback", "RoundResult"]
 
@@ -104,6 +110,10 @@ def is_chief(model):
         return bool(model.distribute_strategy.extended.should_checkpoint)
     except (AttributeError, NotImplementedError):
         return True
+
+
+def _has_embedding(model):
+    return any(isinstance(w.layer, keras.layers.Embedding) for w in pruned_layers(model))
 
 
 class IMPCallback(keras.callbacks.Callback):
@@ -237,8 +247,17 @@ class IMPCallback(keras.callbacks.Callback):
                 f"that is a multiple of {per_execution}, or compile with a "
                 "steps_per_execution that divides it.")
         masks_lib.attach_mask_constraints(self.model)
+        self.optimizer_state = capture_optimizer_state(self.model.optimizer, self.model)
+        legacy = is_legacy_optimizer(self.model.optimizer)
         if self.bypass_wrapper_ops:
-            bypass_wrapper_ops(self.model)
+            bypass_wrapper_ops(self.model, dense_embedding_gradients=legacy)
+        elif legacy and _has_embedding(self.model):
+            raise ValueError(
+                "A legacy optimizer (keras.optimizers.legacy.*) cannot keep an "
+                "Embedding's pruned rows at zero with bypass_wrapper_ops = False: it "
+                "refuses the mask constraint on a sparse update. Leave "
+                "IMPCallback.bypass_wrapper_ops True (the default), or use the "
+                "current optimizer of the same name (keras.optimizers.*).")
         self.theta0 = WeightSnapshot.capture(self.model, step=0)
         if self.rewind.value == 0:
             self.theta_k = self.theta0
@@ -246,6 +265,11 @@ class IMPCallback(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start_steps = self._round_steps
+
+    def on_train_end(self, logs=None):
+        # With use_ema, fit has just written the optimizer's moving averages
+        # (taken before the mask constraint runs) into the weights.
+        mask_moving_averages(self.model.optimizer, self.model)
 
     def on_train_batch_end(self, batch, logs=None):
         # With steps_per_execution = N (the usual setting on TPUs) Keras calls

@@ -366,7 +366,9 @@ class _MaskConstraint:
     def __call__(self, value):
         if self.previous is not None:
             value = self.previous(value)
-        return value * tf.cast(self.mask, value.dtype)
+        # where, not multiply: a NaN or inf at a pruned position (a diverging
+        # step) must still come out as exactly zero
+        return tf.where(self.mask > 0, value, tf.zeros_like(value))
 
 
 def _component_variables(variable):

@@ -5,7 +5,7 @@ import pytest
 
 from keras_lottery._keras import keras
 from keras_lottery.lr_schedule import WarmupStepDecay
-from keras_lottery.rewind import reset_optimizer
+from keras_lottery.rewind import capture_optimizer_state, reset_optimizer
 
 
 def _lr(schedule, step):
@@ -49,6 +49,7 @@ def test_rate_follows_the_optimizer_step_after_a_rewind():
 
     var = tf.Variable(1.0)
     opt = keras.optimizers.SGD(s)
+    capture_optimizer_state(opt, [var])  # what IMPCallback does when fit begins
     for _ in range(8):
         opt.apply_gradients([(tf.constant(1.0), var)])
     before = float(var.numpy())
