@@ -94,8 +94,10 @@ def main(argv=None):
     print(imp.table())
     kl.save_ticket(os.path.join(args.out, "ticket"), ticket, imp, config=vars(args))
 
+    # report replaces its folder as a whole, so it gets its own beside the ticket
+    export_dir = os.path.join(args.out, "export")
     result = kl.export.report(ticket, (xt, yt), dense_model=dense,
-                              representative_data=x[:256], out_dir=args.out,
+                              representative_data=x[:256], out_dir=export_dir,
                               repeats=args.repeats)
     print()
     print(kl.export.format_report(result))
@@ -137,7 +139,7 @@ def main(argv=None):
         print(f"latency {v['variant']}: " + ", ".join(
             f"batch {b}: {v['latency_ms'][b]:.3f} ms vs dense {v['dense_latency_ms'][b]:.3f} ms "
             f"(x{s:.2f})" for b, s in speedup.items()) + f"  [{v['interpreter']}]")
-    print(f"\nreport: {os.path.join(args.out, 'export_report.json')} "
+    print(f"\nreport: {os.path.join(export_dir, 'export_report.json')} "
           f"({time.perf_counter() - started:.0f} s)")
     return 0 if ok else 1
 

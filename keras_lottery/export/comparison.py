@@ -215,7 +215,7 @@ def report(model, test_data, dense_model=None, representative_data=None, out_dir
     if out_dir is not None:  # before minutes of conversions, not after
         weights = writers.weight_bytes(plain) + writers.weight_bytes(dense_plain)
         writers.check_free_space(out_dir, int(
-            weights * sum(_SIZE_FACTORS[f] for f in formats_)) + (1 << 20))
+            weights * sum(_SIZE_FACTORS[f] for f in formats_)) + writers._SPACE_MARGIN_BYTES)
 
     def build(folder):
         ticket_files = _export_all(plain, os.path.join(folder, "ticket"), formats_, calibration,
@@ -296,7 +296,11 @@ def report(model, test_data, dense_model=None, representative_data=None, out_dir
         finally:
             shutil.rmtree(folder, ignore_errors=True)
     results = []
-    writers.write_dir_atomically(out_dir, lambda tmp: results.append(build(tmp)))
+    try:
+        writers.write_dir_atomically(out_dir, lambda tmp: results.append(build(tmp)))
+    except writers.ExportError as err:
+        raise writers.ExportError(f"{err} Nothing of this export was kept; {out_dir} is as "
+                                  "it was before.", err.errno) from err
     return results[0]
 
 

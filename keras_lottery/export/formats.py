@@ -27,7 +27,7 @@ MIN_ZERO_FRACTION = 0.01
 
 # Free space asked for beyond a model's weight bytes before a .keras / .h5
 # write: the files hold the architecture and metadata besides the weights.
-_SPACE_MARGIN_BYTES = 1 << 20
+_SPACE_MARGIN_BYTES = 256 << 10
 _SPACE_FACTOR = 1.1
 
 
@@ -217,7 +217,8 @@ def _disk_error(err, path):
         "No space left" in str(err)
     if not full:
         return None
-    return ExportError(f"The disk filled up while writing {path}: {err}. Free some "
+    return ExportError(f"The disk filled up while writing {path} ({type(err).__name__}: no "
+                       "space left on device). Free some "
                        "space or choose another output folder; the partial file was "
                        "removed.", errno.ENOSPC)
 
