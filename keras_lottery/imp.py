@@ -10,7 +10,7 @@ from keras_lottery import report as report_lib
 from keras_lottery._keras import keras
 from keras_lottery.callback import IMPCallback
 from keras_lottery.schedule import IMPSchedule, parse_rewind
-from keras_lottery.wrap import pruned_layers, wrap_model
+from keras_lottery.wrap import output_layers, pruned_layers, wrap_model
 
 import tensorflow_model_optimization as tfmot
 
@@ -30,8 +30,9 @@ class IMP:
         (one magnitude threshold across layers; the papers use it for deep
         networks).
       layer_rates: optional dict layer name -> per-round rate for that layer.
-      output_layer_rate: optional rate for the last prunable layer (the
-        papers prune the output layer at half the rate of the others).
+      output_layer_rate: optional rate for the output layer(s): each pruned
+        layer that feeds a model output (the papers prune the output layer
+        at half the rate of the others); see `rates_for`.
 
     Raises:
       ValueError: for rounds < 1, a prune_rate outside (0, 1), a malformed
@@ -89,10 +90,30 @@ class IMP:
         if unknown:
             raise ValueError(f"layer_rates names layers that are not pruned: "
                              f"{sorted(unknown)}; prunable layers: {names}.")
-        if self.output_layer_rate is not None:
-            self.layer_rates.setdefault(names[-1], self.output_layer_rate)
         self._model = wrapped
         return wrapped
+
+    def rates_for(self, model):
+        """The per-layer rates IMP uses for `model`: `layer_rates` plus the output layers'.
+
+        `output_layer_rate` goes to every pruned layer that feeds a model
+        output through non-pruned layers only (activations, reshapes, ...):
+        one per head of a multi-output model, found from the layer graph,
+        not from the order of `model.layers`. An explicit `layer_rates`
+        entry wins. `IMP` itself is not changed, so one `IMP` can wrap
+        several models.
+
+        Args:
+          model: a model wrapped by `wrap`.
+
+        Returns:
+          dict layer name -> per-round rate.
+        """
+        rates = dict(self.layer_rates)
+        if self.output_layer_rate is not None:
+            for wrapper in output_layers(model):
+                rates.setdefault(wrapper.layer.name, self.output_layer_rate)
+        return rates
 
     def epochs(self, per_round):
         """Total epochs to pass to `fit`: (rounds + 1) * per_round.
@@ -156,7 +177,8 @@ class IMP:
         check_labelled(validation_data, "validation_data")
         self._callback = IMPCallback(
             self.schedule, self.epochs_per_round, rewind=self.rewind, scope=self.scope,
-            layer_rates=self.layer_rates, test_data=test_data, report_dir=report_dir,
+            layer_rates=self.rates_for(self._model) if self._model is not None else self.layer_rates,
+            test_data=test_data, report_dir=report_dir,
             verbose=verbose, run_config=run_config, eval_every=eval_every,
             validation_data=validation_data)
         callbacks = [tfmot.sparsity.keras.UpdatePruningStep(), self._callback]

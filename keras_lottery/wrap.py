@@ -26,6 +26,7 @@ __all__ = [
     "wrap_model",
     "strip_model",
     "bypass_wrapper_ops",
+    "output_layers",
     "restore_wrapper_ops",
 ]
 
@@ -321,6 +322,58 @@ def _with_dense_gradient(table):
         return tf.convert_to_tensor(upstream)
 
     return tf.identity(table), grad
+
+
+def output_layers(model):
+    """The pruning wrappers nearest to each output of `model`, in output order.
+
+    Walks the layer graph back from every output tensor through layers that
+    are not pruned (activations, reshapes, normalisation, nested models) and
+    stops at the first pruning wrapper on each path. A two-headed model gives
+    both heads' last Dense layers; a residual branch merging into the output
+    gives one wrapper per branch.
+
+    Args:
+      model: a wrapped Functional or Sequential model.
+
+    Returns:
+      A list of wrappers without repeats (empty if no path meets one).
+    """
+    found, seen = [], set()
+
+    def visit(tensor, outer):
+        history = getattr(tensor, "_keras_history", None)
+        if history is None:
+            return
+        layer, node_index, tensor_index = history
+        key = (id(layer), node_index, tensor_index, id(outer))
+        if key in seen:
+            return
+        seen.add(key)
+        if is_pruning_wrapper(layer):
+            if all(layer is not f for f in found):
+                found.append(layer)
+            return
+        node = layer._inbound_nodes[node_index]
+        inputs = tf.nest.flatten(node.keras_inputs)
+        if isinstance(layer, keras.Model) and getattr(layer, "_is_graph_network", False):
+            inner = dict(zip((id(t) for t in layer.inputs), inputs))
+            visit(tf.nest.flatten(layer.outputs)[tensor_index], (inner, outer))
+            return
+        if not inputs and outer is not None:  # an InputLayer of a nested model
+            mapping, parent = outer
+            if id(tensor) in mapping:
+                visit(mapping[id(tensor)], parent)
+            return
+        for t in inputs:
+            visit(t, outer)
+
+    for tensor in tf.nest.flatten(getattr(model, "outputs", None) or []):
+        visit(tensor, None)
+    if not found:
+        wrappers = pruned_layers(model)
+        return wrappers[-1:]
+    return found
 
 
 def _lean_call(wrapper, dense_gradients=False):

@@ -1,7 +1,9 @@
+import numpy as np
 import pytest
 
 import keras_lottery as kl
 from conftest import small_mlp
+from keras_lottery._keras import keras
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -37,10 +39,60 @@ def test_layer_rates_must_name_pruned_layers():
         imp.wrap(small_mlp())
 
 
-def test_output_layer_rate_applies_to_last_prunable_layer():
+def test_output_layer_rate_applies_to_the_layer_feeding_the_output():
     imp = kl.IMP(rounds=2, prune_rate=0.2, output_layer_rate=0.1)
-    imp.wrap(small_mlp())
-    assert imp.layer_rates == {"output": 0.1}
+    wrapped = imp.wrap(small_mlp())
+    assert imp.rates_for(wrapped) == {"output": 0.1}
+    assert imp.layer_rates == {}  # the IMP's own settings are not changed
+
+
+def _two_headed():
+    """Heads defined before the trunk's last layer in model.layers order."""
+    L = keras.layers
+    inp = keras.Input((8,))
+    trunk = L.Dense(16, activation="relu", name="trunk")(inp)
+    head_a = L.Activation("softmax", name="act_a")(L.Dense(3, name="head_a")(trunk))
+    side = L.Dense(16, name="side")(inp)
+    head_b = L.Dense(2, name="head_b")(L.Add()([trunk, side]))
+    return keras.Model(inp, [head_b, head_a])
+
+
+def _nested():
+    L = keras.layers
+    inner_in = keras.Input((8,))
+    inner = keras.Model(inner_in, L.Dense(4, name="inner_out")(L.Dense(6, name="inner_fc")(inner_in)),
+                        name="inner")
+    inp = keras.Input((8,))
+    out = L.Reshape((4,))(inner(L.Dense(8, name="pre")(inp)))
+    return keras.Model(inp, out)
+
+
+def test_output_layer_rate_follows_the_graph_for_multi_output_and_nested_models():
+    imp = kl.IMP(rounds=2, prune_rate=0.2, output_layer_rate=0.1, layer_rates={"trunk": 0.3})
+    two = imp.wrap(_two_headed())
+    assert imp.rates_for(two) == {"trunk": 0.3, "head_a": 0.1, "head_b": 0.1}
+    # the same IMP wraps a second, different model (wrap used to add the first
+    # model's output layer to layer_rates, which then named no layer here)
+    nested = kl.IMP(rounds=2, prune_rate=0.2, output_layer_rate=0.1)
+    wrapped = nested.wrap(_nested())
+    assert nested.rates_for(wrapped) == {"inner_out": 0.1}
+    again = nested.wrap(small_mlp())
+    assert nested.rates_for(again) == {"output": 0.1}
+
+
+def test_output_layer_rate_reaches_the_callback_and_the_masks(tiny_data):
+    (x, y), _, _ = tiny_data
+    imp = kl.IMP(rounds=1, prune_rate=0.5, output_layer_rate=0.1)
+    model = imp.wrap(_two_headed())
+    model.compile("sgd", [keras.losses.MeanSquaredError()] * 2)
+    epochs = imp.epochs(per_round=1)
+    xs = x[:, :8]
+    model.fit(xs, [np.zeros((len(xs), 2)), np.zeros((len(xs), 3))], epochs=epochs,
+              batch_size=60, callbacks=imp.callbacks(verbose=0), verbose=0)
+    remaining = kl.sparsity_by_layer(model)
+    assert remaining["head_a/kernel"] == pytest.approx(0.9, abs=0.05)
+    assert remaining["head_b/kernel"] == pytest.approx(0.9, abs=0.05)
+    assert remaining["trunk/kernel"] == pytest.approx(0.5, abs=0.01)
 
 
 def test_config_round_trips():
