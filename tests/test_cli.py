@@ -126,3 +126,19 @@ def test_report_on_a_truncated_json_names_the_file(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert f"{path} is not valid JSON" in err and "truncated" in err
+
+
+def test_tune_and_stability_refuse_a_bad_learning_rate_or_out(tmp_path, capsys):
+    """The old code refused these learning rates too, but only after loading the
+    data and without naming the flag (tuning.py / WarmupStepDecay); the --out
+    check is new."""
+    assert main(["tune", "--lr-min", "-1", "--out", str(tmp_path)]) == 2
+    assert "--lr-min -1.0 is not a learning rate" in capsys.readouterr().err
+    assert main(["tune", "--lr-min", "0.01", "--lr-max", "0.001", "--out", str(tmp_path)]) == 2
+    assert "above --lr-max" in capsys.readouterr().err
+    assert main(["stability", "--lr", "nan", "--out", str(tmp_path)]) == 2
+    assert "--lr nan is not a learning rate" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["stability", "--out", str(blocker / "x")]) == 2
+    assert f"lies under {blocker}, which is a file" in capsys.readouterr().err

@@ -89,7 +89,7 @@ def _flag(key):
     return "--" + key.replace("_", "-")
 
 
-def _check_out(out):
+def check_out(out):
     """Creates --out, or explains why it cannot be a folder (before any training)."""
     path = os.path.abspath(out)
     part = path
@@ -111,6 +111,13 @@ def _check_out(out):
         raise ValueError(f"--out {out} is not writable: pass a folder you can write to.")
 
 
+def check_learning_rate(flag, value, default):
+    """Raises ValueError unless `value` is a positive finite number (shared by the CLIs)."""
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{flag} {value} is not a learning rate: pass a positive finite "
+                         f"number (the default is {default}).")
+
+
 def check_args(args):
     """Refuses settings that cannot train, naming the value and the fix (before any work).
 
@@ -120,9 +127,7 @@ def check_args(args):
         range, `--data-dir` with MNIST-1D, or an `--out` that cannot be a folder.
       FileNotFoundError: for a `--data-dir` that is not a folder.
     """
-    if not (math.isfinite(args.lr) and args.lr > 0):
-        raise ValueError(f"--lr {args.lr} is not a learning rate: pass a positive finite "
-                         f"number (the default is {DEFAULTS['lr']}).")
+    check_learning_rate("--lr", args.lr, DEFAULTS["lr"])
     for key in ("batch_size", "epochs_per_round", "rounds"):
         if getattr(args, key) < 1:
             raise ValueError(f"{_flag(key)} must be >= 1, got {getattr(args, key)}.")
@@ -144,7 +149,7 @@ def check_args(args):
             raise FileNotFoundError(
                 f"--data-dir {args.data_dir} is not a folder: pass the folder holding the "
                 "Fashion-MNIST IDX .gz files, or leave it out to use the system copy.")
-    _check_out(args.out)
+    check_out(args.out)
 
 
 def load_data(args):

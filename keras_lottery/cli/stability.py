@@ -96,6 +96,10 @@ def run(args):
         raise ValueError(f"--seeds must be two different integers such as 1,2; got {args.seeds!r}.")
     if args.epochs < 1:
         raise ValueError(f"--epochs must be >= 1, got {args.epochs}.")
+    from keras_lottery.cli.run import check_learning_rate, check_out
+
+    check_learning_rate("--lr", args.lr, DEFAULTS["lr"])
+    check_out(args.out)
     train, test = _load(args)
     keras.utils.set_random_seed(args.seed)
     model = models.build(args.model, input_shape=train[0].shape[1:],

@@ -84,6 +84,13 @@ def _check(args):
         raise ValueError("--max-trials, --epochs-per-round and --batch-size must be >= 1.")
     if args.rounds is not None and min(args.rounds) < 1:
         raise ValueError(f"--rounds must be >= 1, got {args.rounds}.")
+    from keras_lottery.cli.run import check_learning_rate, check_out
+
+    check_learning_rate("--lr-min", args.lr_min, 3e-4)
+    check_learning_rate("--lr-max", args.lr_max, 3e-3)
+    if args.lr_min > args.lr_max:
+        raise ValueError(f"--lr-min {args.lr_min} is above --lr-max {args.lr_max}: swap them.")
+    check_out(args.out)
     if not args.objective.startswith(("val_", "test_")):
         raise ValueError(f"--objective must be a validation or test metric (val_accuracy, "
                          f"val_loss, test_accuracy, ...), got {args.objective!r}.")
