@@ -157,3 +157,26 @@ def test_cli_report_redraws_seeds_and_controls(tmp_path, capsys):
     assert "random" in out and "reinit" in out and "ticket" in out
     assert Image.open(tmp_path / "again.png").text["Series"] == "ticket,reinit,random"
     assert (tmp_path / "summary.csv").stat().st_size > 0
+
+
+def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path):
+    """What a kill or an error during a save leaves: the old file, whole."""
+    target = tmp_path / "wrapped_model.keras"
+    target.write_bytes(b"round 0's model")
+
+    def half_then_fail(tmp):
+        with open(tmp, "wb") as f:
+            f.write(b"round 1's mo")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        report.atomic_path(str(target), half_then_fail)
+    assert target.read_bytes() == b"round 0's model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wrapped_model.keras"]
+
+
+def test_read_json_names_a_truncated_file(tmp_path):
+    path = tmp_path / "summary.json"
+    path.write_text('{"summary": {"ticket": [')
+    with pytest.raises(ValueError, match=r"summary\.json is not valid JSON .*truncated"):
+        report.read_json(str(path))
