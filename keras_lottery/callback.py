@@ -26,7 +26,7 @@ from keras_lottery.rewind import (
     reset_optimizer,
 )
 from keras_lottery.schedule import IMPSchedule, parse_rewind
-from keras_lottery.wrap import bypass_wrapper_ops, pruned_layers
+from keras_lottery.wrap import bypass_wrapper_ops, pruned_layers, require_imp_callbacks
 
 __all__ = ["IMPCallback", "RoundResult"]
 
@@ -221,7 +221,13 @@ class IMPCallback(keras.callbacks.Callback):
             raise ValueError(f"layer_rates names layers that are not pruned: "
                              f"{sorted(unknown)}; pruned layers: {sorted(layers)}.")
         epochs = self.params.get("epochs")
-        if epochs is not None and epochs != self.total_epochs:
+        if epochs is not None and epochs > self.total_epochs:
+            raise ValueError(
+                f"fit is asked for {epochs} epochs, but {self.schedule.rounds + 1} rounds "
+                f"x {self.epochs_per_round} epochs per round are {self.total_epochs}: the "
+                "epochs past the last round would append duplicate rounds. Pass "
+                "epochs=imp.epochs(per_round=...) to fit, or ask IMP for more rounds.")
+        if epochs is not None and epochs < self.total_epochs:
             logger.warning(
                 "fit runs %d epochs but %d rounds x %d epochs per round need %d; "
                 "rounds beyond the last full one are not run.",
@@ -258,18 +264,38 @@ class IMPCallback(keras.callbacks.Callback):
                 "refuses the mask constraint on a sparse update. Leave "
                 "IMPCallback.bypass_wrapper_ops True (the default), or use the "
                 "current optimizer of the same name (keras.optimizers.*).")
+        require_imp_callbacks(self.model, active=True)
+        self._checked_fresh_masks = False
         self.theta0 = WeightSnapshot.capture(self.model, step=0)
         if self.rewind.value == 0:
             self.theta_k = self.theta0
         self._reset_round_state()
 
     def on_epoch_begin(self, epoch, logs=None):
+        if not self._checked_fresh_masks:
+            self._checked_fresh_masks = True
+            self._refuse_pruned_start()
         self._epoch_start_steps = self._round_steps
+
+    def _refuse_pruned_start(self):
+        """A new run (nothing resumed) must start from a dense model."""
+        if self.round != 0 or self.history:
+            return
+        remaining = masks_lib.overall_weights_remaining(self.model)
+        if remaining < 1.0:
+            raise ValueError(
+                f"The model is already pruned ({remaining:.1%} of its prunable weights "
+                "remain), so this IMP run would take the pruned weights as θ0 and its "
+                "rounds would start from a ticket. Start a new run from the original "
+                "model: imp.wrap(original_model) with a new compile and imp.callbacks(); "
+                "to continue an interrupted run, use imp.callbacks(resume_dir=...) and "
+                "fit(..., initial_epoch=imp.initial_epoch()).")
 
     def on_train_end(self, logs=None):
         # With use_ema, fit has just written the optimizer's moving averages
         # (taken before the mask constraint runs) into the weights.
         mask_moving_averages(self.model.optimizer, self.model)
+        require_imp_callbacks(self.model, active=False)
 
     def on_train_batch_end(self, batch, logs=None):
         # With steps_per_execution = N (the usual setting on TPUs) Keras calls

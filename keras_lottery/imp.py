@@ -10,7 +10,7 @@ from keras_lottery import report as report_lib
 from keras_lottery._keras import keras
 from keras_lottery.callback import IMPCallback
 from keras_lottery.schedule import IMPSchedule, parse_rewind
-from keras_lottery.wrap import output_layers, pruned_layers, wrap_model
+from keras_lottery.wrap import output_layers, pruned_layers, require_imp_callbacks, wrap_model
 
 import tensorflow_model_optimization as tfmot
 
@@ -90,6 +90,7 @@ class IMP:
         if unknown:
             raise ValueError(f"layer_rates names layers that are not pruned: "
                              f"{sorted(unknown)}; prunable layers: {names}.")
+        require_imp_callbacks(wrapped)
         self._model = wrapped
         return wrapped
 

@@ -228,20 +228,11 @@ class OptimizerInitialState:
         variable list.
 
         Args:
-          optimizer: a tf_keras optimizer (current or legacy API).
+          optimizer: a tf_keras optimizer (current or legacy API); it may
+            already have taken steps (the shadow starts fresh).
           model: the model it trains, or a list of the variables it trains.
-
-        Raises:
-          ValueError: if the optimizer has already taken steps (compile the
-            wrapped model with a fresh optimizer).
         """
         base = _base_optimizer(optimizer)
-        if int(optimizer.iterations.numpy()) != 0:
-            raise ValueError(
-                f"The optimizer has already run {int(optimizer.iterations.numpy())} "
-                "step(s), so its state is no longer at its initial values, which "
-                "IMP restores at every rewind. Compile the wrapped model with a "
-                "fresh optimizer before fit.")
         var_list = _trainable(model)
         shadow = type(base).from_config(base.get_config())
         copies = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False) for v in var_list]

@@ -27,6 +27,7 @@ __all__ = [
     "strip_model",
     "bypass_wrapper_ops",
     "output_layers",
+    "require_imp_callbacks",
     "restore_wrapper_ops",
 ]
 
@@ -374,6 +375,50 @@ def output_layers(model):
         wrappers = pruned_layers(model)
         return wrappers[-1:]
     return found
+
+
+_MISSING_CALLBACKS = (
+    "Layer {name!r} is wrapped for IMP, but fit runs without the IMP callbacks: "
+    "nothing would keep its masks, and tfmot's wrapper stops at an in-graph "
+    "assertion. Pass them to fit: model.fit(..., epochs=imp.epochs(per_round=N), "
+    "callbacks=imp.callbacks()). To train a finished ticket without IMP, strip "
+    "it first (keras_lottery.strip_model) or use keras_lottery.Ticket.")
+
+
+def _checked_call(wrapper):
+    """tfmot's forward pass, refusing training outside an IMP fit (see `require_imp_callbacks`)."""
+    original = type(wrapper).call.__get__(wrapper)
+
+    def call(inputs, training=None, **kwargs):
+        if training is True and not getattr(wrapper, "_keras_lottery_in_fit", False):
+            raise RuntimeError(_MISSING_CALLBACKS.format(name=wrapper.layer.name))
+        return original(inputs, training=training, **kwargs)
+
+    call._keras_lottery_checked = True
+    return call
+
+
+def require_imp_callbacks(model, active=None):
+    """Makes training the wrapped `model` without `IMPCallback` a clear error.
+
+    `IMP.wrap` installs the check: when a training step is traced (the
+    first step of `fit`) a wrapper whose IMP fit has not begun raises a
+    `RuntimeError` naming the layer and the fix, instead of tfmot's in-graph
+    assertion about `UpdatePruningStep`. `IMPCallback` marks the model as in
+    an IMP fit from `on_train_begin` to `on_train_end` (`active`).
+    Inference (`predict`, `evaluate`) is never affected.
+
+    Args:
+      model: a model wrapped by `wrap_model`.
+      active: None installs the check; True / False marks an IMP fit as
+        begun / ended.
+    """
+    for wrapper in pruned_layers(model):
+        if active is None:
+            if "call" not in wrapper.__dict__:
+                wrapper.call = _checked_call(wrapper)
+        else:
+            wrapper._keras_lottery_in_fit = bool(active)
 
 
 def _lean_call(wrapper, dense_gradients=False):

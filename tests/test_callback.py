@@ -242,3 +242,44 @@ def test_reusing_a_finished_callback_is_refused(tiny_data_module):
         model.fit(x, y, batch_size=BATCH, epochs=2, callbacks=callbacks, verbose=0)
     after = kl.read_masks(model)
     assert all(np.array_equal(masks[k], after[k]) for k in masks)
+
+
+def test_fresh_callbacks_on_a_pruned_model_are_refused(tiny_data_module):
+    """What the second-fit error used to suggest: it took the ticket as θ0."""
+    (x, y), _, _ = tiny_data_module
+    imp = kl.IMP(rounds=1, prune_rate=0.5)
+    model = compile_model(imp.wrap(small_mlp(0)))
+    epochs = imp.epochs(per_round=1)
+    model.fit(x, y, batch_size=BATCH, epochs=epochs, callbacks=imp.callbacks(verbose=0), verbose=0)
+    masks = kl.read_masks(model)
+    with pytest.raises(ValueError, match="already pruned"):
+        model.fit(x, y, batch_size=BATCH, epochs=epochs, callbacks=imp.callbacks(verbose=0),
+                  verbose=0)
+    after = kl.read_masks(model)
+    assert all(np.array_equal(masks[k], after[k]) for k in masks)
+
+
+def test_more_epochs_than_the_rounds_need_are_refused(tiny_data_module):
+    (x, y), _, _ = tiny_data_module
+    imp = kl.IMP(rounds=1, prune_rate=0.5)
+    model = compile_model(imp.wrap(small_mlp(0)))
+    epochs = imp.epochs(per_round=1)
+    with pytest.raises(ValueError, match="duplicate rounds"):
+        model.fit(x, y, batch_size=BATCH, epochs=epochs + 1, callbacks=imp.callbacks(verbose=0),
+                  verbose=0)
+    assert imp.history == []
+    assert int(model.optimizer.iterations.numpy()) == 0
+
+
+def test_fit_without_the_imp_callbacks_is_a_clear_error(tiny_data_module):
+    (x, y), _, _ = tiny_data_module
+    imp = kl.IMP(rounds=1, prune_rate=0.5)
+    model = compile_model(imp.wrap(small_mlp(0)))
+    with pytest.raises(RuntimeError, match="without the IMP callbacks"):
+        model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
+    model.predict(x[:4], verbose=0)  # inference is unaffected
+    # and the real run still works on the same model afterwards
+    model = compile_model(imp.wrap(small_mlp(0)))
+    epochs = imp.epochs(per_round=1)
+    model.fit(x, y, batch_size=BATCH, epochs=epochs, callbacks=imp.callbacks(verbose=0), verbose=0)
+    assert len(imp.history) == 2
