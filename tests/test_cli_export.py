@@ -157,6 +157,8 @@ def test_lstm_model_exports_with_unroll(tmp_path, capsys):
     x = np.random.default_rng(0).integers(0, 30, size=(7, 10)).astype("int32")
     np.testing.assert_allclose(export.TFLiteModel(os.fspath(out)).predict(x),
                                model.predict(x, verbose=0), rtol=0, atol=1e-5)
+    assert main(base + ["--batch-size", "0"]) == 2
+    assert "batch_size must be a positive integer" in capsys.readouterr().err
     assert main(["export", os.fspath(path), "--format", "keras", "--unroll", "--allow-dense",
                  "--out", os.fspath(tmp_path / "x.keras")]) == 2
     assert "--unroll applies to --format tflite" in capsys.readouterr().err

@@ -157,7 +157,7 @@ def test_lstm_conversion_error_names_layer_and_keeps_converter_hint(lstm_ticket)
         export.tflite(lstm_ticket)
     message = str(info.value)
     assert "lstm (LSTM)" in message and "TensorListReserve" in message
-    assert "unroll=True" in message  # our way out
+    assert "unroll=True" in message and "batch_size=N" in message  # our ways out
     assert "Select TF ops" in message  # the converter's own hint, kept
     assert os.path.basename(__file__) not in message  # no call-site echo
     assert "note: called from" not in message
@@ -189,13 +189,26 @@ def test_select_tf_ops_converts_but_cannot_run_here():
         export.TFLiteModel(content)
 
 
-def test_fixed_batch_lstm_file_starts_each_batch_from_zero_state():
-    """A fused LSTM converted for batch 1 keeps its state between invokes unless reset."""
+def test_lstm_ticket_exports_with_a_fixed_batch_size(lstm_ticket):
+    """Fused LSTM op: state reset before every invoke, the last batch padded."""
+    plain = export.strip(lstm_ticket)
+    x = tokens(10, seed=4)
+    keras_logits = plain.predict(x, verbose=0)
+    lite = export.TFLiteModel(export.tflite(lstm_ticket, batch_size=4))
+    assert lite.fixed_batch == 4
+    np.testing.assert_allclose(lite.predict(x), keras_logits, rtol=0, atol=1e-5)  # 4 + 4 + 2
+    content = export.tflite(lstm_ticket, batch_size=4, int8=True, representative_data=x)
+    assert export.TFLiteModel(content).predict(x).shape == (10, 3)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        export.tflite(lstm_ticket, batch_size=0)
+
+
+def test_file_converted_elsewhere_for_batch_1_starts_each_batch_from_zero_state():
+    """A fused LSTM keeps its state between invokes unless reset: TFLiteModel resets it."""
     model = lstm_model()
     fn = tf.function(lambda t: model(t, training=False)).get_concrete_function(
         tf.TensorSpec((1, STEPS), tf.int32, name="tokens"))
-    content = tf.lite.TFLiteConverter.from_concrete_functions([fn], model).convert()
-    lite = export.TFLiteModel(content)
+    lite = export.TFLiteModel(tf.lite.TFLiteConverter.from_concrete_functions([fn], model).convert())
     assert lite.fixed_batch == 1
     x = tokens(5, seed=4)
     np.testing.assert_allclose(lite.predict(x), model.predict(x, verbose=0), rtol=0, atol=1e-5)

@@ -36,6 +36,9 @@ def register(subparsers):
     p.add_argument("--select-tf-ops", action="store_true",
                    help="tflite: allow TensorFlow ops TFLite lacks (SELECT_TF_OPS); the "
                    "file then needs an interpreter with the Flex delegate")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help="tflite: convert for a fixed batch size N (recurrent layers become "
+                   "fused sequence ops; the file takes batches of N only)")
     p.add_argument("--representative", default=None, metavar="X.npy",
                    help="calibration inputs for --int8 (default: the run's training data)")
     p.add_argument("--dataset", default=None, choices=["mnist1d", "fashion_mnist"],
@@ -130,6 +133,8 @@ def export(args):
         raise ValueError("--sparse and --int8 apply to --format tflite only.")
     if args.unroll and args.format not in ("tflite", "all"):
         raise ValueError("--unroll applies to --format tflite and all only.")
+    if args.batch_size is not None and args.format != "tflite":
+        raise ValueError("--batch-size applies to --format tflite only.")
     if args.select_tf_ops and args.format != "tflite":
         raise ValueError("--select-tf-ops applies to --format tflite only (--format all "
                          "runs every TFLite file, and no interpreter here has the Flex "
@@ -168,7 +173,7 @@ def export(args):
         export_lib.tflite(model, args.out, sparse=args.sparse, int8=args.int8,
                           representative_data=rep, allow_dense=args.allow_dense,
                           per_channel=per_channel, unroll=args.unroll,
-                          select_tf_ops=args.select_tf_ops)
+                          select_tf_ops=args.select_tf_ops, batch_size=args.batch_size)
         path = args.out
     size = export_lib.file_size(path)
     if not args.quiet:

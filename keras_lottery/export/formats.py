@@ -270,9 +270,13 @@ def save_keras_file(plain, path):
         raise disk from err
 
 
-def serving_function(plain):
-    """A tf.function over the model's inputs (batch free) returning {output name: tensor}."""
-    specs = [tf.TensorSpec((None,) + tuple(t.shape[1:]), t.dtype, name=t.name.split(":")[0])
+def serving_function(plain, batch_size=None):
+    """A tf.function over the model's inputs returning {output name: tensor}.
+
+    The batch dimension is free unless `batch_size` is given; the inputs are
+    named after the Keras input tensors.
+    """
+    specs = [tf.TensorSpec((batch_size,) + tuple(t.shape[1:]), t.dtype, name=t.name.split(":")[0])
              for t in plain.inputs]
     output_names = list(plain.output_names)
 

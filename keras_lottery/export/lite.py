@@ -158,8 +158,8 @@ def _dataset_examples(dataset, specs, limit):
     return [np.stack(c) for c in columns]
 
 
-def calibration_batches(representative_data, plain, limit=NUM_CALIBRATION):
-    """A re-iterable generator factory of single-example batches, one array per input.
+def calibration_batches(representative_data, plain, limit=NUM_CALIBRATION, batch_size=1):
+    """A re-iterable generator factory of calibration batches, one array per input.
 
     Args:
       representative_data: an array `(n, ...)`, an `(x, y)` pair, a list or
@@ -168,6 +168,9 @@ def calibration_batches(representative_data, plain, limit=NUM_CALIBRATION):
       plain: the model to calibrate; its inputs set the expected shapes and
         dtypes (token ids stay integers).
       limit: most examples used.
+      batch_size: examples per batch (a model converted for a fixed batch
+        size is calibrated in batches of that size; the examples are cycled
+        to fill the last one).
 
     Raises:
       ValueError: no examples, or examples whose shape does not fit the model
@@ -185,7 +188,12 @@ def calibration_batches(representative_data, plain, limit=NUM_CALIBRATION):
             f"shape (n, ...) or a tf.data.Dataset, got shape(s) {[a.shape for a in arrays]}.")
     _check_shapes(arrays, specs, what)
     arrays = [a[:limit] for a in _as_arrays(arrays, specs, what)]
-    return lambda: ([a[i:i + 1] for a in arrays] for i in range(len(arrays[0])))
+    n = len(arrays[0])
+    if batch_size > 1:
+        total = -(-n // batch_size) * batch_size
+        arrays = [np.resize(a, (total,) + a.shape[1:]) for a in arrays]
+        n = total
+    return lambda: ([a[i:i + batch_size] for a in arrays] for i in range(0, n, batch_size))
 
 
 # -- recurrent layers ----------------------------------------------------------------
@@ -294,7 +302,7 @@ def converter_messages(text):
     return messages
 
 
-def conversion_error(err, plain, unroll=False, select_tf_ops=False):
+def conversion_error(err, plain, unroll=False, select_tf_ops=False, batch_size=None):
     """A TFLiteConversionError naming the op(s), the layer(s) and the way out."""
     text = str(err)
     ops = sorted(set(re.findall(r"'tf\.(\w+)' op", text)))
@@ -311,6 +319,10 @@ def conversion_error(err, plain, unroll=False, select_tf_ops=False):
             fixes.append("pass unroll=True (CLI: --unroll) to unroll the recurrent layers "
                          "over their fixed number of time steps (builtin ops only, any "
                          "batch size, runs in ai-edge-litert)")
+        if batch_size is None:
+            fixes.append("or batch_size=N (CLI: --batch-size N) for a fixed batch size, "
+                         "which makes the TensorList shapes static (TFLite's fused LSTM "
+                         "op; the file takes batches of N only)")
         if not select_tf_ops:
             fixes.append("or select_tf_ops=True (CLI: --select-tf-ops), which keeps the "
                          "TensorFlow ops but needs an interpreter with the Flex delegate")
@@ -379,7 +391,8 @@ def read_io_metadata(content):
 
 
 def tflite(model, path=None, sparse=False, int8=False, representative_data=None,
-           allow_dense=False, per_channel=None, unroll=False, select_tf_ops=False):
+           allow_dense=False, per_channel=None, unroll=False, select_tf_ops=False,
+           batch_size=None):
     """Converts the stripped model to TFLite (float, sparse, int8, int8 + sparse).
 
     Args:
@@ -408,6 +421,12 @@ def tflite(model, path=None, sparse=False, int8=False, representative_data=None,
         (`SELECT_TF_OPS`, TensorList ops kept). The file then needs an
         interpreter linked with the Flex delegate; the pip ai-edge-litert and
         TensorFlow interpreters have none, so `TFLiteModel` refuses it.
+      batch_size: convert for this fixed batch size instead of a free one.
+        Recurrent layers then become TFLite's fused sequence ops (a small
+        file whatever the sequence length, unlike `unroll`); the file only
+        takes batches of that size (`TFLiteModel` pads the last one) and
+        its LSTM state persists across invokes unless the interpreter's
+        `reset_all_variables()` is called (`TFLiteModel` does, before each).
 
     Returns:
       The flatbuffer bytes (also written to `path` if given). They carry a
@@ -432,17 +451,27 @@ def tflite(model, path=None, sparse=False, int8=False, representative_data=None,
             "a run folder (its dataset is used) or --representative X.npy.")
     if path is not None:
         formats.check_out_path(path)
+    if batch_size is not None and (isinstance(batch_size, bool) or
+                                   not isinstance(batch_size, (int, np.integer)) or
+                                   batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer or None (free), got "
+                         f"{batch_size!r}.")
     plain = formats.strip(model, allow_dense)
-    calibration = calibration_batches(representative_data, plain) if int8 else None
+    calibration = (calibration_batches(representative_data, plain, batch_size=batch_size or 1)
+                   if int8 else None)
     return convert(plain, path, sparse, int8, calibration, per_channel, unroll=unroll,
-                   select_tf_ops=select_tf_ops)
+                   select_tf_ops=select_tf_ops, batch_size=batch_size)
 
 
 def convert(plain, path, sparse, int8, calibration, per_channel=None, unroll=False,
-            select_tf_ops=False):
+            select_tf_ops=False, batch_size=None):
     """Converts a plain model; `calibration` from `calibration_batches` for int8."""
     source = unrolled(plain) if unroll else plain
-    converter = tf.lite.TFLiteConverter.from_keras_model(source)
+    if batch_size is None:
+        converter = tf.lite.TFLiteConverter.from_keras_model(source)
+    else:  # the serving signature, with the batch fixed and the Keras names kept
+        function = formats.serving_function(source, int(batch_size)).get_concrete_function()
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([function], source)
     optimizations = []
     ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if int8:
@@ -469,7 +498,7 @@ def convert(plain, path, sparse, int8, calibration, per_channel=None, unroll=Fal
     try:
         content = converter.convert()
     except Exception as err:  # ConverterError and friends: name the op and layer
-        raise conversion_error(err, plain, unroll, select_tf_ops) from err
+        raise conversion_error(err, plain, unroll, select_tf_ops, batch_size) from err
     content = with_io_metadata(content, plain)
     if path is not None:
         def write(tmp):
