@@ -19,6 +19,7 @@ from keras_lottery._keras import check_tf_keras_model, keras
 
 __all__ = [
     "PrunableDepthwiseConv2D",
+    "PrunableMultiHeadAttention",
     "is_prunable",
     "is_pruning_wrapper",
     "iter_layers",
@@ -182,6 +183,31 @@ class PrunableDepthwiseConv2D(keras.layers.DepthwiseConv2D, tfmot.sparsity.keras
         return [self.depthwise_kernel]
 
 
+@keras.utils.register_keras_serializable(package="keras_lottery")
+class PrunableMultiHeadAttention(keras.layers.MultiHeadAttention, tfmot.sparsity.keras.PrunableLayer):
+    """MultiHeadAttention whose query, key, value and output kernels tfmot prunes.
+
+    The same layer as tfmot prunes it, except that asking for the kernels
+    first creates them: a MultiHeadAttention rebuilt from its config (as when
+    a saved wrapped model is loaded) has its EinsumDense sublayers but not
+    their kernels until its first call, and tfmot's wrapper asks for them when
+    it is built. `strip_model` turns it back into a plain MultiHeadAttention.
+    """
+
+    def get_prunable_weights(self):
+        if not hasattr(self._query_dense, "kernel"):
+            _build_attention(self, self.name)
+        return [self._query_dense.kernel, self._key_dense.kernel, self._value_dense.kernel,
+                self._output_dense.kernel]
+
+
+# plain tf_keras class -> the prunable subclass `wrap_model` copies it as
+_PRUNABLE_SUBCLASSES = {
+    keras.layers.DepthwiseConv2D: PrunableDepthwiseConv2D,
+    keras.layers.MultiHeadAttention: PrunableMultiHeadAttention,
+}
+
+
 def _fresh_copy(layer):
     """A copy of `layer` from its config, with its own (new) variables.
 
@@ -190,9 +216,9 @@ def _fresh_copy(layer):
     tfmot's wrapper asks for those kernels when it is built (the unbuilt copy
     failed with `'EinsumDense' object has no attribute 'kernel'`).
     """
-    cls = PrunableDepthwiseConv2D if type(layer) is keras.layers.DepthwiseConv2D else layer.__class__
+    cls = _PRUNABLE_SUBCLASSES.get(type(layer), type(layer))
     new = cls.from_config(layer.get_config())
-    if prune_registry.PruneRegistry._is_mha_layer(layer):
+    if isinstance(new, keras.layers.MultiHeadAttention):
         _build_attention(new, layer.name)
     return new
 
@@ -305,10 +331,11 @@ def strip_model(model):
     def plain(layer):
         if isinstance(layer, keras.Model):
             return keras.models.clone_model(layer, clone_function=plain)
-        cls = layer.__class__
-        if cls is PrunableDepthwiseConv2D:
-            cls = keras.layers.DepthwiseConv2D
-        return cls.from_config(layer.get_config())
+        plain_classes = {sub: base for base, sub in _PRUNABLE_SUBCLASSES.items()}
+        new = plain_classes.get(type(layer), type(layer)).from_config(layer.get_config())
+        if isinstance(new, keras.layers.MultiHeadAttention):
+            _build_attention(new, layer.name)  # so set_weights finds every kernel
+        return new
 
     copy = keras.models.clone_model(stripped, clone_function=plain)
     copy.set_weights(stripped.get_weights())

@@ -115,7 +115,7 @@ def _attention_model(seed=0):
     return keras.Model(inputs, keras.layers.Dense(3, name="head")(x))
 
 
-def test_multi_head_attention_is_wrapped_and_its_four_kernels_pruned():
+def test_multi_head_attention_is_wrapped_and_its_four_kernels_pruned(tmp_path):
     # fails on the old code: 'EinsumDense' object has no attribute 'kernel'
     # (the copy of the layer was rebuilt from its config, unbuilt)
     model = _attention_model()
@@ -132,6 +132,17 @@ def test_multi_head_attention_is_wrapped_and_its_four_kernels_pruned():
     kl.write_masks(wrapped, masks)
     key = wrapped.get_layer("prune_low_magnitude_mha").layer._key_dense.kernel.numpy()
     assert np.all(key[0] == 0) and np.all(key[1:] != 0)
+    # a saved wrapped model loads (the old code: the same AttributeError on load)
+    wrapped.save(tmp_path / "wrapped.keras")
+    loaded = kl.load_wrapped_model(tmp_path / "wrapped.keras")
+    assert [w.name for w in kl.masks.prunable_weights(loaded)] == names
+    np.testing.assert_array_equal(loaded(x).numpy(), wrapped(x).numpy())
+    np.testing.assert_array_equal(kl.read_masks(loaded)["mha/key/kernel"], masks["mha/key/kernel"])
+    # stripped, it is a plain MultiHeadAttention with the zeros
+    plain = kl.strip_model(wrapped)
+    assert type(plain.get_layer("mha")) is keras.layers.MultiHeadAttention
+    assert np.all(plain.get_layer("mha")._key_dense.kernel.numpy()[0] == 0)
+    np.testing.assert_allclose(plain(x).numpy(), wrapped(x).numpy(), rtol=1e-6, atol=1e-6)
 
 
 def test_wrap_logs_one_line_with_dense_layers_and_prunable_share(caplog):
@@ -228,4 +239,4 @@ def test_all_weights_remaining_counts_every_parameter():
     kl.write_masks(wrapped, masks)
     total = model.count_params()  # the wrappers' mask/threshold/step variables are not counted
     assert kl.masks.all_weights_remaining(wrapped) == (total - 33) / total
-    assert kl.masks.overall_weights_remaining(wrapped) == pytest.approx(1 - 33 / (108 + 8))
+    assert kl.masks.overall_weights_remaining(wrapped) == pytest.approx(1 - 33 / (108 + 36 + 8))
