@@ -15,7 +15,8 @@ Usage (about 3-6 minutes on 2 CPU cores):
 
 The default settings (5 rounds at 37% per round, every layer at that rate)
 leave 0.63 ** 5 = 9.9% of the weights; `--rounds 10 --prune-rate 0.2
---output-rate 0.1` is the paper's schedule (10.7% overall).
+--output-rate 0.1` is the paper's schedule (10.7% overall). `--recurrent`
+measures the TFLite routes for an Embedding + LSTM ticket instead.
 """
 
 import argparse
@@ -55,7 +56,61 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=50, help="timed TFLite runs per batch size")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=os.path.join("runs", "export-bench"))
+    p.add_argument("--recurrent", action="store_true",
+                   help="instead: convert an Embedding + LSTM ticket each way TFLite allows "
+                   "(default, unroll, fixed batch, select TF ops) at 12 and 100 time steps")
     return p.parse_args(argv)
+
+
+def recurrent(args):
+    """Each TFLite route for an LSTM text ticket: bytes, seconds, max |logit diff|, latency."""
+    vocab, examples = 50, 256
+    rows = []
+    for steps in (12, 100):
+        keras.utils.set_random_seed(args.seed)
+        inputs = keras.Input((steps,), dtype="int32", name="tokens")
+        h = keras.layers.LSTM(16, name="lstm")(keras.layers.Embedding(vocab, 8, name="emb")(inputs))
+        model = keras.Model(inputs, keras.layers.Dense(3, name="logits")(h))
+        rng = np.random.default_rng(args.seed)
+        x = rng.integers(0, vocab, size=(examples, steps)).astype("int32")
+        y = (x[:, -1] % 3).astype("int64")
+        imp = kl.IMP(rounds=1, prune_rate=0.5, rewind="0it")
+        ticket = compile_model(imp.wrap(model), args.lr)
+        ticket.fit(x, y, batch_size=32, epochs=imp.epochs(1), verbose=0,
+                   callbacks=imp.callbacks(verbose=0))
+        keras_logits = kl.export.strip(ticket).predict(x, verbose=0)
+        routes = [("default", {}), ("unroll=True", {"unroll": True}),
+                  ("batch_size=1", {"batch_size": 1}), ("select_tf_ops=True", {"select_tf_ops": True})]
+        for name, kwargs in routes:
+            row = {"steps": steps, "route": name}
+            start = time.perf_counter()
+            try:
+                content = kl.export.tflite(ticket, **kwargs)
+            except kl.export.TFLiteConversionError as err:
+                row["result"] = "TFLiteConversionError: " + str(err).split(": ", 1)[1][:90] + "..."
+                rows.append(row)
+                continue
+            row["bytes"], row["seconds"] = len(content), time.perf_counter() - start
+            try:
+                lite = kl.export.TFLiteModel(content)
+            except RuntimeError as err:
+                row["result"] = "converts; cannot run here: " + str(err)[:60] + "..."
+                rows.append(row)
+                continue
+            row["max_abs_logit_diff"] = float(np.max(np.abs(lite.predict(x) - keras_logits)))
+            row["latency_ms_b1"] = 1e3 * lite.latency(x[:1], args.repeats)
+            row["result"] = "runs (" + lite.interpreter_name + ")"
+            rows.append(row)
+    print(f"{'steps':>5}  {'route':<20}{'bytes':>10}{'convert s':>11}{'max|Δlogit|':>13}"
+          f"{'ms/b1':>8}  result")
+    for r in rows:
+        print(f"{r['steps']:>5}  {r['route']:<20}{r.get('bytes', '-'):>10}"
+              f"{'-' if 'seconds' not in r else format(r['seconds'], '.1f'):>11}"
+              f"{'-' if 'max_abs_logit_diff' not in r else format(r['max_abs_logit_diff'], '.1e'):>13}"
+              f"{'-' if 'latency_ms_b1' not in r else format(r['latency_ms_b1'], '.3f'):>8}  "
+              f"{r['result']}")
+    kl.report.write_json(os.path.join(args.out, "recurrent.json"), rows)
+    return 0
 
 
 def compile_model(model, lr):
@@ -66,6 +121,8 @@ def compile_model(model, lr):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.recurrent:
+        return recurrent(args)
     started = time.perf_counter()
     if args.dataset == "fashion_mnist":
         (x, y), (xt, yt) = kl.data.load_fashion_mnist(path=args.data_dir)
