@@ -1,6 +1,11 @@
 """Mixed precision (`mixed_float16`, `mixed_bfloat16`): IMP's masks and
 rewinding stay exact in the float32 variables.
 
+Pruned weights are checked after every batch by a `SparsityGuard` (a check
+at epoch end would run after tfmot's `UpdatePruningStep` re-masks kernels
+and could not fail); tests/test_exact.py covers more layers, heads and
+optimizers under both policies.
+
 Under a mixed policy Keras keeps every variable in float32 and computes in
 16 bits; masks are float32 0/1 variables, snapshots are float32 copies, and
 rewinding assigns them back, so nothing passes through 16 bits.
@@ -34,7 +39,6 @@ class RewindProbe(keras.callbacks.Callback):
             assert w.weight.dtype == "float32" and mask.dtype == np.float32
             assert set(np.unique(mask)) <= {0.0, 1.0}
             np.testing.assert_array_equal(value, theta_k[w.weight.name] * mask)
-            assert np.all(value[mask == 0] == 0.0)
         self.checked.append(cb.round)
 
 
@@ -65,10 +69,13 @@ def test_masks_and_rewinding_exact_under_mixed_precision(policy, tiny_data, tmp_
     assert model.layers[1].compute_dtype in ("float16", "bfloat16")
     probe = RewindProbe(imp)
     epochs = imp.epochs(per_round=2)
-    callbacks = imp.callbacks(verbose=0, resume_dir=str(tmp_path / "ckpt")) + [probe]
+    callbacks = imp.callbacks(verbose=0, resume_dir=str(tmp_path / "ckpt"),
+                              check_sparsity=1) + [probe]
     model.fit(x, y, batch_size=40, epochs=epochs, callbacks=callbacks,
               shuffle=False, verbose=0)
     assert probe.checked == [1, 2]
+    guard = next(c for c in callbacks if isinstance(c, kl.SparsityGuard))
+    assert guard.checks == epochs * 6 and guard.weights_checked > 0
     # θ0 and θk are float32 host copies.
     assert all(v.dtype == np.float32 for v in imp.callback.theta_k.values)
     masks = kl.read_masks(model)
