@@ -16,6 +16,8 @@ tests/test_zoo.py runs a representative subset of these cases.
 """
 
 import argparse
+import json
+import logging
 import os
 import sys
 import time
@@ -115,22 +117,22 @@ def custom_layer_model(flavour):
                          k.layers.Dense(CLASSES)])
 
 
-# (name, builder(flavour) -> model, input shape, options)
+# (name, builder(flavour) -> model, input shape, options); small and fast first
 CASES = [
-    ("MobileNetV2 alpha 0.35", application("MobileNetV2", alpha=0.35), SHAPE, {}),
-    ("MobileNetV3Small", application("MobileNetV3Small"), SHAPE, {}),
-    ("ResNet50", application("ResNet50"), SHAPE, {}),
-    ("DenseNet121", application("DenseNet121"), SHAPE, {}),
-    ("EfficientNetB0", application("EfficientNetB0"), SHAPE, {}),
-    ("VGG16", application("VGG16"), SHAPE, {}),
-    ("NASNetMobile", application("NASNetMobile"), SHAPE, {}),
-    ("ConvNeXtTiny global", application("ConvNeXtTiny"), SHAPE, {"scope": "global"}),
-    ("ConvNeXtTiny erk", application("ConvNeXtTiny"), SHAPE, {"scope": "erk"}),
     ("tiny MHA block", attention_block, (8, 16), {}),
     ("ConvNeXt-like global", convnext_like, SHAPE, {"scope": "global"}),
     ("ConvNeXt-like erk", convnext_like, SHAPE, {"scope": "erk"}),
     ("Lambda layer", lambda_model, SHAPE, {}),
     ("custom layer", custom_layer_model, SHAPE, {}),
+    ("MobileNetV2 alpha 0.35", application("MobileNetV2", alpha=0.35), SHAPE, {}),
+    ("MobileNetV3Small", application("MobileNetV3Small"), SHAPE, {}),
+    ("VGG16", application("VGG16"), SHAPE, {}),
+    ("ConvNeXtTiny global", application("ConvNeXtTiny"), SHAPE, {"scope": "global"}),
+    ("ConvNeXtTiny erk", application("ConvNeXtTiny"), SHAPE, {"scope": "erk"}),
+    ("ResNet50", application("ResNet50"), SHAPE, {}),
+    ("EfficientNetB0", application("EfficientNetB0"), SHAPE, {}),
+    ("DenseNet121", application("DenseNet121"), SHAPE, {}),
+    ("NASNetMobile", application("NASNetMobile"), SHAPE, {}),
 ]
 FLAVOURS = ("tf_keras", "keras3")
 
@@ -147,6 +149,27 @@ def run_case(name, build, input_shape, flavour, steps=2, batch=4, scope="layerwi
     """
     start = time.perf_counter()
     row = {"model": name, "flavour": flavour, "scope": scope}
+    held = _FloorWarnings()
+    logging.getLogger("keras_lottery").addHandler(held)
+    try:
+        return _run_case(row, start, held, build, input_shape, flavour, steps, batch, scope, export)
+    finally:
+        logging.getLogger("keras_lottery").removeHandler(held)
+
+
+class _FloorWarnings(logging.Handler):
+    """Collects the masks' per-layer floor warnings of one case."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        if "per-layer floor" in record.getMessage():
+            self.messages.append(record.getMessage())
+
+
+def _run_case(row, start, held, build, input_shape, flavour, steps, batch, scope, export):
     model = build(flavour)
     imp = kl.IMP(rounds=1, prune_rate=0.5, scope=scope)
     try:
@@ -175,6 +198,7 @@ def run_case(name, build, input_shape, flavour, steps=2, batch=4, scope="layerwi
         dead=sorted(n for n, v in by_layer.items() if v == 0.0),
         by_layer=by_layer,
         tensors=len(by_layer),
+        held=held.messages[0].split("held at it: ")[1].split(". Pass")[0] if held.messages else "",
         guard_checks=guard.checks, steps=steps * epochs,
     )
     if export:
@@ -193,7 +217,9 @@ def format_table(rows):
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         if r["status"] == "works":
-            result = "works" + (f" ({len(r['dead'])} dead tensors)" if r["dead"] else "")
+            result = "works" + (f", {len(r['dead'])} tensors at 0%" if r["dead"] else "")
+            if r.get("held"):
+                result += f", {r['held'].count(' -> ')} of {r['tensors']} tensors held at the floor"
             remaining = f"{100 * r['prunable']:.1f} / {100 * r['all']:.1f}"
             smallest = f"{100 * r['min_layer']:.1f}"
             diff = f"{r['tflite_diff']:.1e}" if "tflite_diff" in r else "-"
@@ -211,6 +237,7 @@ def main(argv=None):
     parser.add_argument("--only", action="append", help="case name (repeatable)")
     parser.add_argument("--flavour", action="append", choices=FLAVOURS)
     parser.add_argument("--steps", type=int, default=2, help="training steps per round")
+    parser.add_argument("--jsonl", help="also append each row to this file as it finishes")
     args = parser.parse_args(argv)
     rows = []
     for name, build, shape, options in CASES:
@@ -223,6 +250,9 @@ def main(argv=None):
                 row = {"model": name, "flavour": flavour, "status": "FAILED",
                        "message": f"{type(err).__name__}: {err}", "seconds": 0.0}
             rows.append(row)
+            if args.jsonl:
+                with open(args.jsonl, "a") as f:
+                    f.write(json.dumps({k: v for k, v in row.items() if k != "by_layer"}) + "\n")
             print(f"{name} [{flavour}]: {row['status']} ({row['seconds']:.0f} s)",
                   file=sys.stderr, flush=True)
     print(format_table(rows))
