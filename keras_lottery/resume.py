@@ -513,11 +513,14 @@ class RoundCheckpoint(keras.callbacks.Callback):
         logger.info("IMP checkpoint: round %d saved to %s", next_round - 1, self.resume_dir)
 
     def _remove_old_files(self, next_round):
-        """Keeps the newest `_KEEP_ROUNDS` round checkpoints (older ones are never read)."""
+        """Keeps the newest `_KEEP_ROUNDS` round checkpoints (older ones are never read),
+        and removes temporary files a killed process left (only the chief writes here)."""
         for name in tf.io.gfile.listdir(self.resume_dir):
             name = name.rstrip("/")
             match = _ROUND_FILE.match(name)
-            if name.endswith(".tmp") or (match and int(match.group(1)) <= next_round - _KEEP_ROUNDS):
+            stale = name.endswith(".tmp") or (name.startswith(".tmp-") and (
+                name.endswith(CHECKPOINT_FILE) or _ROUND_FILE.search(name.split("-")[-1])))
+            if stale or (match and int(match.group(1)) <= next_round - _KEEP_ROUNDS):
                 tf.io.gfile.remove(_join(self.resume_dir, name))
 
     # -- reading --------------------------------------------------------------

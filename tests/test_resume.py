@@ -198,7 +198,11 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(finished_run, 
     with caplog.at_level("WARNING", logger="keras_lottery"):
         assert resume.initial_epoch(folder) == 2
     assert "imp_round_003.npz" in caplog.text and "previous complete checkpoint" in caplog.text
+    stale = os.path.join(folder, ".tmp-k1ll3d-imp_round_003.npz")  # a killed write's leftover
+    with open(stale, "wb") as f:
+        f.write(b"partial")
     imp, model, fit = _imp_fit(data, folder, seed=5)
+    assert not os.path.exists(stale)
     assert len(fit.history["loss"]) == 1  # round 2 trained again
     assert [r.round for r in imp.history] == [0, 1, 2]
     assert imp.history[2].loss == first.history[2].loss
