@@ -160,3 +160,15 @@ def test_bypass_wrapper_ops_keeps_outputs_and_touches_imp_wrappers_only(tiny_dat
     other = tfmot.sparsity.keras.prune_low_magnitude(small_mlp(seed=3), pruning_schedule=schedule)
     assert bypass_wrapper_ops(other) == 0
     assert all("call" not in w.__dict__ for w in pruned_layers(other))
+
+
+def test_guard_bench_runs_and_checks_pruned_weights(capsys):
+    spec = importlib.util.spec_from_file_location(
+        "bench_guard", BENCH.parent / "bench_guard.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--tiny"])
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: float(line.split()[-1]) for line in lines[1:]}
+    assert set(rows) == {"no", "every=100", "every=10", "every=1"}
+    assert rows["no"] == 1.0 and all(r > 0 for r in rows.values())
