@@ -241,3 +241,14 @@ def test_one_input_two_outputs_returns_both_heads_in_keras_order():
     assert isinstance(out, list) and len(out) == 2
     for got, want in zip(out, model.predict(x, verbose=0)):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
+def test_bidirectional_lstm_and_gru_export_unrolled():
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((8,), dtype="int32")
+    h = keras.layers.Bidirectional(keras.layers.LSTM(5, return_sequences=True))(
+        keras.layers.Embedding(20, 4)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GRU(4)(h)))
+    x = np.random.default_rng(6).integers(0, 20, size=(9, 8)).astype("int32")
+    lite = export.TFLiteModel(export.tflite(model, unroll=True, allow_dense=True))
+    np.testing.assert_allclose(lite.predict([x]), model.predict(x, verbose=0), rtol=0, atol=1e-5)

@@ -67,6 +67,8 @@ def _split_inputs(data, specs, what):
                              f"its keys are {sorted(data)}, the model's inputs {names}.")
         return [data[n] for n in names]
     if isinstance(data, (tuple, list)):
+        if len(specs) == 1 and len(data) == 1 and isinstance(data[0], np.ndarray):
+            return [data[0]]  # [x]
         if len(data) in (2, 3) and isinstance(data[0], (tuple, list, dict)):
             return _split_inputs(data[0], specs, what)  # ((x1, x2), y)
         if len(specs) == 1:
@@ -240,7 +242,11 @@ def unrolled(plain):
     if not rnns:
         return plain
     for layer in rnns:
-        shape = layer.input_shape if not isinstance(layer.input_shape, list) else layer.input_shape[0]
+        try:
+            shape = layer.input_shape
+        except AttributeError:  # a Bidirectional's inner layer is never called itself
+            continue
+        shape = shape[0] if isinstance(shape, list) else shape
         if len(shape) < 2 or shape[1] is None:
             raise ValueError(
                 f"unroll=True needs a fixed number of time steps, but layer {layer.name!r} "
