@@ -252,3 +252,21 @@ def test_bidirectional_lstm_and_gru_export_unrolled():
     x = np.random.default_rng(6).integers(0, 20, size=(9, 8)).astype("int32")
     lite = export.TFLiteModel(export.tflite(model, unroll=True, allow_dense=True))
     np.testing.assert_allclose(lite.predict([x]), model.predict(x, verbose=0), rtol=0, atol=1e-5)
+
+
+def test_quantized_io_file_takes_and_returns_floats():
+    """A file converted elsewhere with int8 input and output tensors."""
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(3)])
+    x = np.random.default_rng(7).normal(size=(64, 6)).astype("float32")
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([x[i:i + 1]] for i in range(64))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    lite = export.TFLiteModel(converter.convert())
+    out = lite.predict(x)
+    want = model.predict(x, verbose=0)
+    assert out.dtype == np.float32
+    assert np.max(np.abs(out - want)) < 0.1 * np.max(np.abs(want))

@@ -523,11 +523,21 @@ def convert(plain, path, sparse, int8, calibration, per_channel=None, unroll=Fal
 # -- running ---------------------------------------------------------------------------
 
 
+def _quantization(detail):
+    """(scale, zero point) of a quantized int8 / uint8 / int16 tensor, else (0, 0)."""
+    if np.dtype(detail["dtype"]) not in (np.int8, np.uint8, np.int16):
+        return 0.0, 0
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    return float(scale), int(zero_point)
+
+
 class TFLiteModel:
     """Runs a TFLite flatbuffer with the ai-edge-litert interpreter (or tf.lite's).
 
-    Inputs are fed each in its own dtype (token ids stay int32) and outputs
-    come back in the Keras model's order: files written by `tflite` name
+    Inputs are fed each in its own dtype (token ids stay int32; float
+    values for a quantized int8 input are quantized with its scale and zero
+    point, and quantized outputs dequantized) and outputs come back in the
+    Keras model's order: files written by `tflite` name
     them in a metadata entry; for other files the signature's input order
     and TFLite's output order are used.
 
@@ -668,7 +678,13 @@ class TFLiteModel:
         for arr, detail, name in zip(arrays, self._inputs, names):
             arr = np.asarray(arr)
             dtype = np.dtype(detail["dtype"])
-            if np.issubdtype(dtype, np.integer) and np.issubdtype(arr.dtype, np.floating):
+            scale, zero_point = _quantization(detail)
+            if scale and np.issubdtype(arr.dtype, np.floating):
+                # a quantized input (a file converted with inference_input_type=int8):
+                # float values are quantized as the converter's parameters say
+                info = np.iinfo(dtype)
+                arr = np.clip(np.round(arr / scale + zero_point), info.min, info.max)
+            elif np.issubdtype(dtype, np.integer) and np.issubdtype(arr.dtype, np.floating):
                 if arr.size and not np.all(np.isfinite(arr) & (arr == np.round(arr))):
                     raise ValueError(f"Input {name!r} takes integers ({dtype.name}, e.g. "
                                      "token ids) but got non-integral floats.")
@@ -700,7 +716,14 @@ class TFLiteModel:
         for arr, detail in zip(arrays, self._inputs):
             interp.set_tensor(detail["index"], arr)
         interp.invoke()
-        return [interp.get_tensor(d["index"]).copy() for d in self._outputs]
+        outputs = []
+        for detail in self._outputs:
+            value = interp.get_tensor(detail["index"]).copy()
+            scale, zero_point = _quantization(detail)
+            if scale:  # a quantized output: back to the float values it stands for
+                value = ((value.astype(np.float32) - zero_point) * scale).astype(np.float32)
+            outputs.append(value)
+        return outputs
 
     def _run(self, arrays):
         n = len(arrays[0])
