@@ -88,7 +88,7 @@ _ROUND_FILE = re.compile(r"^imp_round_(\d+)\.(npz|json)$")
 #: is here because the CLI records the data's SHA-256 (`data_sha256`), which
 #: catches other data wherever it comes from.
 IGNORED_SETTINGS = ("out", "quiet", "resume", "tensorboard", "data_dir", "command", "func",
-                    "verbose")
+                    "verbose", "check_sparsity")
 
 
 class CheckpointError(ValueError):

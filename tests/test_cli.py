@@ -142,3 +142,19 @@ def test_tune_and_stability_refuse_a_bad_learning_rate_or_out(tmp_path, capsys):
     blocker.write_text("")
     assert main(["stability", "--out", str(blocker / "x")]) == 2
     assert f"lies under {blocker}, which is a file" in capsys.readouterr().err
+
+
+def test_check_sparsity_puts_a_per_batch_guard_on_the_run(tmp_path, capsys, monkeypatch):
+    args = ["run", "--num-samples", "300", "--rounds", "1", "--epochs-per-round", "1",
+            "--batch-size", "50", "--quiet", "--check-sparsity", "1"]
+    assert main(args + ["--out", str(tmp_path / "ok")]) == 0
+    assert main(args[:-1] + ["0", "--out", str(tmp_path / "zero")]) == 2
+    assert "--check-sparsity must be >= 1" in capsys.readouterr().err
+    # with the mask constraint disabled the guard must stop the run in round 1
+    from keras_lottery import masks
+
+    monkeypatch.setattr(masks._MaskConstraint, "__call__", lambda self, value: value)
+    from keras_lottery.guard import SparsityViolation
+
+    with pytest.raises(SparsityViolation, match="after training step"):
+        main(args + ["--out", str(tmp_path / "leak")])

@@ -50,7 +50,7 @@ def register(subparsers):
     p.add_argument("--output-rate", type=float, default=DEFAULTS["output_rate"],
                    help="per-round rate of the output layer (default: %(default)s, half the rate as in the paper; negative: same as --prune-rate)")
     p.add_argument("--rewind", default=DEFAULTS["rewind"], help="rewind point: 0it (θ0), 500it, 2ep (default: %(default)s)")
-    p.add_argument("--scope", default=None, choices=["layerwise", "global"],
+    p.add_argument("--scope", default=None, choices=["layerwise", "global", "erk"],
                    help="magnitude ranking scope (default: global for the deep nets resnet20/vgg16, "
                    f"as in the papers; {DEFAULTS['scope']} otherwise)")
     p.add_argument("--epochs-per-round", type=int, default=DEFAULTS["epochs_per_round"], help="epochs trained in each round (default: %(default)s)")
@@ -78,6 +78,10 @@ def register(subparsers):
                    "same command, a killed run continues from its last finished round and ends "
                    "bit-identical to an uninterrupted run; a changed setting is refused")
     p.add_argument("--quiet", action="store_true", help="print only the final table")
+    p.add_argument("--check-sparsity", type=int, default=None, metavar="N",
+                   help="check after every N-th batch that each pruned weight is exactly zero "
+                   "(keras_lottery.SparsityGuard); stops with an error naming the layer, the "
+                   "count and the step (cost: docs/concepts/exactness.md)")
     p.set_defaults(func=run)
     return p
 
@@ -133,6 +137,8 @@ def check_args(args):
             raise ValueError(f"{_flag(key)} must be >= 1, got {getattr(args, key)}.")
     if args.eval_every is not None and args.eval_every < 1:
         raise ValueError(f"--eval-every must be >= 1 (steps), got {args.eval_every}.")
+    if getattr(args, "check_sparsity", None) is not None and args.check_sparsity < 1:
+        raise ValueError(f"--check-sparsity must be >= 1 (batches), got {args.check_sparsity}.")
     if not 0.0 < args.val_fraction < 1.0:
         raise ValueError(f"--val-fraction must be in (0, 1), got {args.val_fraction} "
                          f"(default {DEFAULTS['val_fraction']}).")
@@ -269,7 +275,8 @@ def run(args):
     callbacks = imp.callbacks(test_data=test, report_dir=args.out,
                               verbose=0 if args.quiet else 1, run_config=config,
                               eval_every=args.eval_every, validation_data=val,
-                              tensorboard_dir=args.tensorboard, resume_dir=resume_dir)
+                              tensorboard_dir=args.tensorboard, resume_dir=resume_dir,
+                              check_sparsity=args.check_sparsity)
     # the trained model of each round, saved before IMP prunes and rewinds it
     callbacks.insert(callbacks.index(imp.callback), resume.RoundModelSaver(imp.callback, model_path))
     if not any(isinstance(cb, resume.StopOnNonFiniteLoss) for cb in callbacks):
