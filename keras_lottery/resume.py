@@ -59,7 +59,7 @@ import tensorflow as tf
 from keras_lottery import report as report_lib
 from keras_lottery._keras import keras
 from keras_lottery.callback import IMPCallback, is_chief
-from keras_lottery.rewind import WeightSnapshot
+from keras_lottery.rewind import WeightSnapshot, build_optimizer, optimizer_variables
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -329,13 +329,6 @@ def initial_epoch(resume_dir):
 
 # -- the model's and optimizer's variables ------------------------------------------
 
-def _optimizer_variables(optimizer):
-    variables = optimizer.variables
-    if callable(variables):
-        variables = variables()
-    return list(variables)
-
-
 def _loss_scale_variables(optimizer):
     """A dynamic loss scale's state (not part of `optimizer.variables`)."""
     state = getattr(optimizer, "_loss_scale", None)
@@ -357,17 +350,6 @@ def _slot_name(name, optimizer):
             if isinstance(scope, str) and scope and name.startswith(scope + "/"):
                 return name[len(scope) + 1:]
     return name
-
-
-def _build_optimizer(optimizer, model):
-    """Creates the optimizer's slots now (a fresh process has none before step 1)."""
-    if getattr(optimizer, "inner_optimizer", None) is not None:
-        _build_optimizer(optimizer.inner_optimizer, model)
-        return
-    if hasattr(optimizer, "build") and not getattr(optimizer, "_built", False):
-        optimizer.build(model.trainable_variables)
-    elif hasattr(optimizer, "_create_all_weights"):
-        optimizer._create_all_weights(model.trainable_variables)
 
 
 def _snapshot_meta(snap):
@@ -463,7 +445,7 @@ class RoundCheckpoint(keras.callbacks.Callback):
         # Every worker reads the same variables in the same order (reading a
         # sync-on-read variable may need all workers); only the chief writes.
         model_vars = list(model.weights)
-        opt_vars = _optimizer_variables(model.optimizer)
+        opt_vars = optimizer_variables(model.optimizer)
         scale_vars = _loss_scale_variables(model.optimizer)
         arrays = {}
         for prefix, variables in (("model", model_vars), ("optimizer", opt_vars),
@@ -546,10 +528,10 @@ class RoundCheckpoint(keras.callbacks.Callback):
         for i, v in enumerate(model_vars):
             v.assign(arrays[f"model/{i}"])
         optimizer = model.optimizer
-        opt_vars = _optimizer_variables(optimizer)
+        opt_vars = optimizer_variables(optimizer)
         if len(opt_vars) != len(meta["optimizer_variables"]):
-            _build_optimizer(optimizer, model)
-            opt_vars = _optimizer_variables(optimizer)
+            build_optimizer(optimizer, model)
+            opt_vars = optimizer_variables(optimizer)
         now = [_slot_name(v.name, optimizer) for v in opt_vars]
         saved_names = [_slot_name(n, optimizer) for n in meta["optimizer_variables"]]
         shapes_ok = all(tuple(v.shape) == arrays[f"optimizer/{i}"].shape
