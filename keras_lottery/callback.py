@@ -180,6 +180,10 @@ class IMPCallback(keras.callbacks.Callback):
                 f"'{self.epochs_per_round}ep', or train longer per round.")
         self.scope = scope
         self.layer_rates = dict(layer_rates or {})
+        from keras_lottery.data import check_labelled
+
+        check_labelled(test_data, "test_data")
+        check_labelled(validation_data, "validation_data")
         self.test_data = test_data
         self.report_dir = os.fspath(report_dir) if report_dir is not None else None
         self.verbose = verbose

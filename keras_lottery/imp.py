@@ -172,10 +172,6 @@ class IMP:
         if self.epochs_per_round is None:
             raise ValueError("Call imp.epochs(per_round=N) first (and pass its "
                              "result to fit's `epochs`).")
-        from keras_lottery.data import check_labelled
-
-        check_labelled(test_data, "test_data")
-        check_labelled(validation_data, "validation_data")
         self._callback = IMPCallback(
             self.schedule, self.epochs_per_round, rewind=self.rewind, scope=self.scope,
             layer_rates=self.rates_for(self._model) if self._model is not None else self.layer_rates,
@@ -197,7 +193,8 @@ class IMP:
             from keras_lottery.guard import SparsityGuard
 
             every = 1 if check_sparsity is True else check_sparsity
-            # first among the batch-end hooks: it must see each step's weights
+            # before IMPCallback's hooks: it checks each step's weights before
+            # a round boundary prunes and rewinds them
             callbacks.insert(1, SparsityGuard(every=every))
         from keras_lottery.resume import StopOnNonFiniteLoss
 
