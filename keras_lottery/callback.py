@@ -53,6 +53,8 @@ class RoundResult:
         `eval_every` and `test_data`).
       seconds: wall time of the round's training (and evaluation).
       metrics: every metric Keras logged at the round's last epoch.
+      all_weights_remaining: fraction of ALL the model's parameters kept
+        (biases, normalization and layers that are not pruned count as kept).
     """
 
     round: int
@@ -71,6 +73,7 @@ class RoundResult:
     seconds: float = None
     metrics: dict = dataclasses.field(default_factory=dict)
     early_stop_test_accuracy: float = None
+    all_weights_remaining: float = None
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -355,6 +358,7 @@ class IMPCallback(keras.callbacks.Callback):
         return RoundResult(
             round=self.round,
             weights_remaining=masks_lib.overall_weights_remaining(self.model),
+            all_weights_remaining=masks_lib.all_weights_remaining(self.model),
             weights_remaining_by_layer=masks_lib.sparsity_by_layer(self.model),
             epochs=self.epochs_per_round,
             steps=self._round_steps,

@@ -114,6 +114,11 @@ def test_layerwise_weights_remaining_exactly_as_scheduled(lth_run):
         for name, fraction in row.weights_remaining_by_layer.items():
             rate = 0.15 if name.startswith("output") else 0.3
             assert abs(fraction * sizes[name] - sizes[name] * (1 - rate) ** r) <= 1, (r, name)
+        # the share of all parameters counts the (never pruned) biases as kept
+        kept = sum(f * sizes[n] for n, f in row.weights_remaining_by_layer.items())
+        biases = sum(int(np.prod(v.shape)) for v in model.trainable_weights if "bias" in v.name)
+        total = sum(sizes.values()) + biases
+        assert row.all_weights_remaining == pytest.approx((kept + biases) / total)
 
 
 def test_global_weights_remaining_exactly_as_scheduled(late_rewind_run):
