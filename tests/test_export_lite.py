@@ -167,14 +167,20 @@ def test_lstm_ticket_exports_unrolled(lstm_ticket, tmp_path):
     plain = export.strip(lstm_ticket)
     x = tokens(40, seed=3)
     keras_logits = plain.predict(x, verbose=0)
-    for sparse in (False, True):
-        content = export.tflite(lstm_ticket, tmp_path / f"t{int(sparse)}.tflite", sparse=sparse,
-                                unroll=True)
-        lite = export.TFLiteModel(content)
-        assert lite.fixed_batch is None and lite.interpreter_name.startswith("ai_edge_litert")
-        np.testing.assert_allclose(lite.predict(x, batch_size=16), keras_logits, rtol=0, atol=1e-5)
-    # the pruned LSTM kernels are stored with their zeros
+    content = export.tflite(lstm_ticket, tmp_path / "t.tflite", unroll=True)
+    lite = export.TFLiteModel(content)
+    assert lite.fixed_batch is None and lite.interpreter_name.startswith("ai_edge_litert")
+    np.testing.assert_allclose(lite.predict(x, batch_size=16), keras_logits, rtol=0, atol=1e-5)
     assert kl.overall_weights_remaining(lstm_ticket) < 0.6
+
+
+def test_report_on_lstm_ticket_with_unroll_sparse(lstm_ticket):
+    x, y = tokens(24, seed=8), np.arange(24) % 3
+    result = export.report(lstm_ticket, (x, y), formats=("tflite_sparse",), unroll=True,
+                           repeats=1, latency_batches=(1,))
+    (row,) = result["tflite"]
+    assert row["max_abs_logit_diff"] < 1e-5 and row["dense_max_abs_logit_diff"] < 1e-5
+    assert result["weights_remaining"] < 0.6
 
 
 def test_unroll_needs_fixed_sequence_length():
