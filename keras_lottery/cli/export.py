@@ -32,7 +32,7 @@ def register(subparsers):
                    "per-channel without)")
     p.add_argument("--unroll", action="store_true",
                    help="tflite / all: unroll recurrent layers (LSTM, GRU, SimpleRNN) over "
-                   "their fixed number of time steps; needed to convert them")
+                   "their fixed number of time steps, so they convert (or --batch-size)")
     p.add_argument("--select-tf-ops", action="store_true",
                    help="tflite: allow TensorFlow ops TFLite lacks (SELECT_TF_OPS); the "
                    "file then needs an interpreter with the Flex delegate")
