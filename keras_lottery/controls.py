@@ -460,7 +460,7 @@ class ControlCallback(IMPCallback):
 
 def train_control(kind, model, recorder, x, y=None, *, batch_size=None, data_seed=0, seed=0,
                   validation_data=None, test_data=None, eval_every=None, report_dir=None,
-                  verbose=0, run_config=None, check_sparsity=None):
+                  verbose=0, run_config=None, check_sparsity=None, callbacks=None):
     """Trains one control of the ticket IMP found in `model`.
 
     Args:
@@ -480,6 +480,10 @@ def train_control(kind, model, recorder, x, y=None, *, batch_size=None, data_see
         every N-th batch of the control's fit that each pruned weight is
         exactly zero, as `IMP.callbacks(check_sparsity=N)` does for the ticket
         (`True` means every batch).
+      callbacks: optional further Keras callbacks for the control's fit, run
+        after its `ControlCallback`; an entry that is a function is called
+        with the `ControlCallback` and must return the callback (e.g.
+        `lambda control: RoundProgress(control, "reinit")`).
 
     Returns:
       The control's `ControlCallback` (its `history` has a `RoundResult`
@@ -494,6 +498,7 @@ def train_control(kind, model, recorder, x, y=None, *, batch_size=None, data_see
       SparsityViolation: with `check_sparsity`, if a pruned weight is non-zero
         after a checked batch.
     """
+    callbacks_extra = list(callbacks or ())
     control = ControlCallback(kind, recorder, seed=seed, test_data=test_data,
                               report_dir=report_dir, verbose=verbose, run_config=run_config,
                               eval_every=eval_every, validation_data=validation_data)
@@ -511,6 +516,8 @@ def train_control(kind, model, recorder, x, y=None, *, batch_size=None, data_see
         control.sparsity_guard = SparsityGuard(every=every)
         # before the control's own batch-end hook, as in IMP.callbacks
         callbacks.insert(1, control.sparsity_guard)
+    for extra in callbacks_extra:
+        callbacks.append(extra(control) if callable(extra) else extra)
     clone = clone_for_control(model)
     clone.fit(data, steps_per_epoch=steps, epochs=control.total_epochs,
               initial_epoch=control.initial_epoch, validation_data=validation_data,
