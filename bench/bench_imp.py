@@ -209,8 +209,11 @@ def _imp_peer_callbacks():
     imp = kl.IMP(rounds=1, prune_rate=0.2)
     imp.epochs(per_round=10 ** 6)
     cbs = imp.callbacks(verbose=0)
-    cbs[1].bypass_wrapper_ops = False      # tfmot's own forward pass, as before
-    cbs[1]._supports_tf_logs = False       # and the per-step log sync, as before
+    imp.callback.bypass_wrapper_ops = False      # tfmot's own forward pass, as before
+    imp.callback._supports_tf_logs = False       # and the per-step log sync, as before
+    # The peer is fit one epoch at a time with fresh callbacks on a model that
+    # is already pruned: allowed here, where no new run's θ0 is taken from it.
+    imp.callback._refuse_pruned_start = lambda: None
     return cbs
 
 
@@ -347,7 +350,10 @@ def run_section(model_name, strategy, cfg, variants):
     clock, before, after = _EpochClock(), _Mark(), _Mark()
     conductor = _Conductor(peers, dataset)
     imp.epochs(per_round=per_round)
-    update_step, imp_cb = imp.callbacks(verbose=0)[:2]
+    callbacks = imp.callbacks(verbose=0)
+    update_step = next(c for c in callbacks
+                       if isinstance(c, tfmot.sparsity.keras.UpdatePruningStep))
+    imp_cb = imp.callback
     next_round_times, next_round_cpus = [], []
     has_next_round = _time_method(imp_cb, "_next_round", next_round_times, next_round_cpus)
     callbacks = [clock, update_step, before, imp_cb, after, conductor]
