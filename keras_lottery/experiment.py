@@ -42,7 +42,8 @@ def _complete(path, rounds):
 def run_experiment(build_model, compile_model, train, val, test, out, *, rounds, prune_rate,
                    epochs_per_round, batch_size, seeds=(0,), controls=(), rewind="0it",
                    scope="layerwise", layer_rates=None, output_layer_rate=None, eval_every=None,
-                   verbose=1, run_config=None, title=None, save_model=False):
+                   verbose=1, run_config=None, title=None, save_model=False,
+                   check_sparsity=None):
     """Runs IMP and its controls for every seed, writing results as it goes.
 
     Args:
@@ -60,6 +61,8 @@ def run_experiment(build_model, compile_model, train, val, test, out, *, rounds,
       run_config: extra settings recorded in every report.
       title: figure title.
       save_model: also save each seed's wrapped ticket model.
+      check_sparsity: optional N: a `SparsityGuard(every=N)` on the ticket's
+        and every control's fit (see `IMP.callbacks`).
 
     Returns:
       The summary (see `report.summarize`).
@@ -89,7 +92,8 @@ def run_experiment(build_model, compile_model, train, val, test, out, *, rounds,
         config = dict(run_config or {}, seed=seed, series="ticket", batch_size=batch_size,
                       eval_every=eval_every)
         callbacks = imp.callbacks(test_data=test, report_dir=dirs["ticket"], verbose=0,
-                                  run_config=config, eval_every=eval_every, validation_data=val)
+                                  run_config=config, eval_every=eval_every, validation_data=val,
+                                  check_sparsity=check_sparsity)
         recorder = controls_lib.TicketRecorder(callbacks)
         data, steps = controls_lib.ordered_batches(x, y, batch_size, seed=seed)
         model.fit(data, steps_per_epoch=steps, epochs=epochs,
@@ -104,7 +108,8 @@ def run_experiment(build_model, compile_model, train, val, test, out, *, rounds,
             controls_lib.train_control(
                 kind, model, recorder, x, y, batch_size=batch_size, data_seed=seed, seed=seed,
                 validation_data=val, test_data=test, eval_every=eval_every,
-                report_dir=dirs[kind], verbose=0, run_config=dict(config, series=kind))
+                report_dir=dirs[kind], verbose=0, run_config=dict(config, series=kind),
+                check_sparsity=check_sparsity)
             if verbose:
                 logger.info("seed %d: %s control done (%.0f s)", seed, kind, time.perf_counter() - t0)
             report_lib.write_summary(out, title=title)

@@ -363,3 +363,27 @@ def test_reinit_keeps_untrainable_state_without_initializer(caplog):
             assert not np.any(value == before[variable.name])  # the rest is redrawn
     assert len(kept) == 4  # mean, variance, count, the frozen scale
     assert "'norm'" in caplog.text and "'frozen'" in caplog.text
+
+
+def test_experiment_guards_the_ticket_and_every_control(tmp_path, monkeypatch):
+    """run_experiment(check_sparsity=1): a SparsityGuard on the ticket's and each control's fit."""
+    from keras_lottery import experiment
+    from keras_lottery.guard import SparsityGuard
+
+    checked = []
+    original = SparsityGuard.check
+
+    def counting(self, step=None):
+        checked.append(id(self.model))
+        return original(self, step)
+
+    monkeypatch.setattr(SparsityGuard, "check", counting)
+    (x, y), val = _data()
+    experiment.run_experiment(
+        lambda seed: small_mlp(seed=seed), compile_model, (x, y), val, val, str(tmp_path),
+        rounds=1, prune_rate=0.5, epochs_per_round=1, batch_size=BATCH, seeds=(0,),
+        controls=("reinit", "random"), verbose=0, check_sparsity=1)
+    steps = len(x) // BATCH
+    # the ticket: rounds 0 and 1; each control: round 1; three different models
+    assert len(checked) == 2 * steps + 2 * steps
+    assert len(set(checked)) == 3
