@@ -69,6 +69,8 @@ def run_experiment(build_model, compile_model, train, val, test, out, *, rounds,
 
     Raises:
       ValueError: if `train`, `val` or `test` lacks labels or holds NaN / inf.
+      InitializerNotFound: with the `"reinit"` control, if a trainable weight
+        has no initializer to redraw it from (before any training).
     """
     controls = controls_lib.parse_controls(controls)
     from keras_lottery.data import check_finite, check_labelled
@@ -87,6 +89,8 @@ def run_experiment(build_model, compile_model, train, val, test, out, *, rounds,
         imp = IMP(rounds=rounds, prune_rate=prune_rate, rewind=rewind, scope=scope,
                   layer_rates=layer_rates, output_layer_rate=output_layer_rate)
         model = imp.wrap(build_model(seed))
+        if "reinit" in controls:  # a weight it cannot redraw: refused before the ticket trains
+            controls_lib.weight_initializers(model)
         compile_model(model)
         epochs = imp.epochs(per_round=epochs_per_round)
         config = dict(run_config or {}, seed=seed, series="ticket", batch_size=batch_size,

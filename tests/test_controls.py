@@ -387,3 +387,20 @@ def test_experiment_guards_the_ticket_and_every_control(tmp_path, monkeypatch):
     # the ticket: rounds 0 and 1; each control: round 1; three different models
     assert len(checked) == 2 * steps + 2 * steps
     assert len(set(checked)) == 3
+
+
+def test_experiment_refuses_an_unredrawable_weight_before_training(tmp_path):
+    (x, y), val = _data()
+
+    def build(seed):
+        keras.utils.set_random_seed(seed)
+        return keras.Sequential([keras.Input((40,)), keras.layers.Dense(10, name="fc"),
+                                 _Scaled(name="scaled")])
+
+    from keras_lottery import experiment
+
+    with pytest.raises(controls.InitializerNotFound, match="'scaled'"):
+        experiment.run_experiment(build, compile_model, (x, y), val, val, str(tmp_path),
+                                  rounds=1, prune_rate=0.5, epochs_per_round=1,
+                                  batch_size=BATCH, controls=("reinit",), verbose=0)
+    assert not (tmp_path / "seed_0" / "ticket" / "imp_report.json").exists()  # nothing trained
