@@ -10,37 +10,66 @@ Example:
     model.fit(ds, epochs=imp.epochs(per_round=5), validation_data=val_ds,
               callbacks=imp.callbacks())
     print(imp.table())
+
+Importing the package is cheap: TensorFlow is imported the first time a name
+that needs it is used (`kl.IMP`, `from keras_lottery import IMP`, ...), through
+the module-level `__getattr__` below (PEP 562). Every submodule of the package
+(`kl.masks`, `kl.report`, ...) is reachable the same way.
 """
 
-from keras_lottery import data, models, report
-from keras_lottery import convert, progress, tensorboard  # tuning: import keras_lottery.tuning (keras-tuner)
-from keras_lottery.convert import to_tf_keras
-from keras_lottery.progress import ProgressLogger
-from keras_lottery.callback import IMPCallback, RoundResult
-from keras_lottery.guard import SparsityGuard, SparsityViolation
-from keras_lottery.imp import IMP, custom_objects, load_wrapped_model
-from keras_lottery.masks import (
-    apply_masks,
-    compute_masks,
-    overall_weights_remaining,
-    read_masks,
-    sparsity_by_layer,
-    write_masks,
-)
-from keras_lottery.rewind import WeightSnapshot, reset_optimizer, rewind_step
-from keras_lottery.schedule import IMPSchedule, RewindPoint, parse_rewind, weights_remaining
-from keras_lottery.wrap import is_prunable, pruned_layers, strip_model, wrap_model
-from keras_lottery import export
-from keras_lottery import resume
-from keras_lottery.resume import RoundCheckpoint
-from keras_lottery.ticket import Ticket, load_ticket, save_ticket
+import importlib
+import importlib.util
+import os
 
-from keras_lottery import stability
-from keras_lottery.lr_schedule import WarmupStepDecay
-from keras_lottery import controls, early_stop, experiment
-from keras_lottery.controls import ControlCallback, TicketRecorder, train_control
+# tfmot prunes tf_keras (Keras 2) models: make `tf.keras` tf_keras for code that
+# imports TensorFlow after this package, as the eager import used to.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 __version__ = "0.1.0"
+
+# public name -> the submodule that defines it
+_ATTRIBUTES = {
+    "to_tf_keras": "convert",
+    "ProgressLogger": "progress",
+    "IMPCallback": "callback",
+    "RoundResult": "callback",
+    "SparsityGuard": "guard",
+    "SparsityViolation": "guard",
+    "IMP": "imp",
+    "custom_objects": "imp",
+    "load_wrapped_model": "imp",
+    "apply_masks": "masks",
+    "compute_masks": "masks",
+    "overall_weights_remaining": "masks",
+    "read_masks": "masks",
+    "sparsity_by_layer": "masks",
+    "write_masks": "masks",
+    "WeightSnapshot": "rewind",
+    "reset_optimizer": "rewind",
+    "rewind_step": "rewind",
+    "IMPSchedule": "schedule",
+    "RewindPoint": "schedule",
+    "parse_rewind": "schedule",
+    "weights_remaining": "schedule",
+    "is_prunable": "wrap",
+    "pruned_layers": "wrap",
+    "strip_model": "wrap",
+    "wrap_model": "wrap",
+    "RoundCheckpoint": "resume",
+    "Ticket": "ticket",
+    "load_ticket": "ticket",
+    "save_ticket": "ticket",
+    "WarmupStepDecay": "lr_schedule",
+    "ControlCallback": "controls",
+    "TicketRecorder": "controls",
+    "train_control": "controls",
+}
+
+# public submodules (tuning needs keras-tuner: `import keras_lottery.tuning`)
+_SUBMODULES = (
+    "controls", "convert", "data", "early_stop", "experiment", "export", "models",
+    "progress", "report", "resume", "stability", "tensorboard",
+)
 
 __all__ = [
     "ControlCallback",
@@ -90,3 +119,23 @@ __all__ = [
     "wrap_model",
     "write_masks",
 ]
+
+
+def __getattr__(name):
+    """Imports a public name's submodule on first use (PEP 562).
+
+    Raises:
+      AttributeError: for a name the package does not have.
+    """
+    if name in _ATTRIBUTES:
+        value = getattr(importlib.import_module(f"{__name__}.{_ATTRIBUTES[name]}"), name)
+    elif not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

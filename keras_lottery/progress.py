@@ -1,9 +1,12 @@
-"""Progress of long runs through `logging`: round i/R, epoch, metrics, elapsed and ETA.
+"""Progress of long runs: round i/R, epoch, step, metrics, elapsed and ETA.
 
-The library never prints: `ProgressLogger` is a Keras callback that logs one
-line per epoch (or every `every` epochs) to the "keras_lottery" logger at INFO
-level, so a command line tool shows it by configuring logging and silences
-it (`--quiet`) by raising the level to WARNING.
+`ProgressLogger` is a Keras callback that logs one line per epoch (or every
+`every` epochs) to the "keras_lottery" logger at INFO level: the library
+itself never prints, an application shows the lines by configuring logging.
+
+`RoundProgress` is what `keras-lottery run` shows: on a terminal one line
+per round that updates in place and is replaced by the round's row when the
+round ends; elsewhere (CI, pipes, log files) one plain line per round.
 """
 
 import logging
@@ -11,7 +14,8 @@ import time
 
 from keras_lottery._keras import keras
 
-__all__ = ["ProgressLogger", "format_duration", "eta_seconds"]
+__all__ = ["ProgressLogger", "RoundProgress", "PROGRESS_MODES", "format_duration",
+           "format_round_row", "eta_seconds", "resolve_mode"]
 
 logger = logging.getLogger("keras_lottery")
 
@@ -112,3 +116,174 @@ class ProgressLogger(keras.callbacks.Callback):
             return
         self.log.info("%s", self.describe(epoch, logs))
         self.lines += 1
+
+
+# -- the command line's progress display ------------------------------------------
+
+PROGRESS_MODES = ("auto", "bar", "round", "epoch", "none")
+
+
+def resolve_mode(mode, stream):
+    """The display mode for `stream`: "auto" is "bar" on a terminal, else "round".
+
+    Raises:
+      ValueError: for a mode not in `PROGRESS_MODES`.
+    """
+    if mode not in PROGRESS_MODES:
+        raise ValueError(f"Unknown progress mode {mode!r}: choose one of {list(PROGRESS_MODES)}.")
+    if mode != "auto":
+        return mode
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return "bar" if isatty is not None and isatty() else "round"
+    except ValueError:  # a closed stream
+        return "round"
+
+
+def format_round_row(label, result, rounds):
+    """One finished round as a line: "ticket  round 3/8  51.2% weights  test acc 0.6120 ...".
+
+    Args:
+      label: the series ("ticket", "reinit", ...).
+      result: the round's `RoundResult` (or its dict).
+      rounds: pruning rounds after the dense round 0.
+    """
+    row = result.to_dict() if hasattr(result, "to_dict") else dict(result)
+    parts = [f"{label:>7}", f"round {row['round']}/{rounds}",
+             f"{100.0 * row['weights_remaining']:5.1f}% weights"]
+    for key, name in (("test_accuracy", "test acc"), ("val_accuracy", "val acc")):
+        if row.get(key) is not None:
+            parts.append(f"{name} {row[key]:.4f}")
+    if row.get("early_stop_iteration") is not None:
+        parts.append(f"early stop {row['early_stop_iteration']}")
+    if row.get("seconds") is not None:
+        parts.append(f"{row['seconds']:.1f}s")
+    return "  ".join(parts)
+
+
+class RoundProgress(keras.callbacks.Callback):
+    """What `keras-lottery run` shows while one series (ticket or control) trains.
+
+    Modes:
+      - "bar" (a terminal): one line that updates in place (round, epoch,
+        step, loss / accuracy, elapsed, ETA of this series), replaced at each
+        round's end by the round's row (`format_round_row`);
+      - "round" (not a terminal: CI, pipes, log files): the round's row only,
+        one plain line per round;
+      - "epoch": plain lines, one per epoch (`ProgressLogger`'s format, e.g.
+        "round 1/2 · epoch 1/3 (4/9) · loss ...") plus the round's row;
+      - "none": nothing.
+
+    Put it after the series' `IMPCallback` (or `ControlCallback`) in fit's
+    callbacks, so that the round's result exists when its row is written.
+
+    Args:
+      imp_callback: the series' `IMPCallback` / `ControlCallback`.
+      label: the series' name on every line.
+      mode: one of `PROGRESS_MODES` ("auto" looks at `stream.isatty()`).
+      stream: where to write (default `sys.stdout`, looked up when writing).
+      interval: seconds between two updates of the in-place line.
+
+    Raises:
+      ValueError: for an unknown mode.
+
+    Example:
+      >>> callbacks = imp.callbacks(verbose=0)                     # doctest: +SKIP
+      >>> callbacks.append(RoundProgress(imp.callback, "ticket"))  # doctest: +SKIP
+    """
+
+    def __init__(self, imp_callback, label="ticket", mode="auto", stream=None, interval=0.1):
+        super().__init__()
+        self.imp_callback = imp_callback
+        self.label = label
+        self._stream = stream
+        self.mode = resolve_mode(mode, self.stream)
+        self.interval = float(interval)
+        self.rows = 0      # round rows written
+        self.updates = 0   # in-place updates written
+        self._shown = False
+
+    @property
+    def stream(self):
+        import sys
+
+        return self._stream if self._stream is not None else sys.stdout
+
+    @property
+    def _rounds(self):
+        return self.imp_callback.schedule.rounds
+
+    def _write(self, text):
+        self.stream.write(text)
+        self.stream.flush()
+
+    def on_train_begin(self, logs=None):
+        self._start = time.perf_counter()
+        self._last = 0.0
+        self._first_epoch = None
+        self._epoch = 0
+        self._rows_seen = len(self.imp_callback.history)
+        self._epoch_log = ProgressLogger(self.imp_callback.epochs_per_round, self._rounds)
+        self._epoch_log.set_params(self.params)
+        self._epoch_log.on_train_begin()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._first_epoch is None:
+            self._first_epoch = epoch
+            self._epoch_log.on_epoch_begin(epoch)
+        self._epoch = epoch
+
+    def _eta(self, steps_done):
+        epochs = self.params.get("epochs") if self.params else None
+        per_epoch = self.params.get("steps") if self.params else None
+        if not epochs or not per_epoch:
+            return None
+        total = (epochs - (self._first_epoch or 0)) * per_epoch
+        return eta_seconds(time.perf_counter() - self._start, steps_done, total)
+
+    def _bar_line(self, batch, logs):
+        per_round = self.imp_callback.epochs_per_round
+        per_epoch = self.params.get("steps") if self.params else None
+        rnd = self._epoch // per_round
+        step = batch + 1
+        done = (self._epoch - (self._first_epoch or 0)) * (per_epoch or 0) + step
+        parts = [f"{self.label:>7}", f"round {rnd}/{self._rounds}",
+                 f"epoch {self._epoch % per_round + 1}/{per_round}",
+                 f"step {step}/{per_epoch or '?'}"]
+        for key in ("loss", "accuracy"):
+            if logs and key in logs:
+                parts.append(f"{key} {float(logs[key]):.4f}")
+        parts.append(f"{format_duration(time.perf_counter() - self._start)} elapsed")
+        parts.append(f"ETA {format_duration(self._eta(done))}")
+        return "  ".join(parts)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.mode != "bar":
+            return
+        now = time.perf_counter()
+        if now - self._last < self.interval:
+            return
+        self._last = now
+        import shutil
+
+        width = shutil.get_terminal_size((100, 24)).columns - 1
+        self._write("\r" + self._bar_line(batch, logs)[:width] + "\x1b[K")
+        self._shown = True
+        self.updates += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.mode == "epoch":
+            self._write(self._epoch_log.describe(epoch, logs) + "\n")
+        history = self.imp_callback.history
+        if len(history) <= self._rows_seen or self.mode == "none":
+            return
+        self._rows_seen = len(history)
+        prefix = "\r\x1b[K" if self._shown else ""
+        self._shown = False
+        self._write(prefix + format_round_row(self.label, history[-1], self._rounds) + "\n")
+        self.rows += 1
+
+    def on_train_end(self, logs=None):
+        if self._shown:  # an interrupted round: leave the terminal on a clean line
+            self._write("\r\x1b[K")
+            self._shown = False
