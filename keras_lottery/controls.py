@@ -217,21 +217,16 @@ class InitializerNotFound(ValueError):
             "initializer it builds that weight with, or use the 'random' control only.")
 
 
-# weight name -> initializer attribute, where the name is not `<weight>_initializer`
-# and dropping a `_kernel` suffix does not give it either
-_INITIALIZER_ALIASES = {}
-
-
 def _initializer_names(short):
+    """The attributes that may hold weight `short`'s initializer, in lookup order."""
     names = [f"{short}_initializer"]
     if short.endswith("_kernel"):  # recurrent_kernel -> recurrent_initializer, ...
         names.append(f"{short[:-len('_kernel')]}_initializer")
-    names.extend(_INITIALIZER_ALIASES.get(short, ()))
     return names
 
 
 def _short_name(variable):
-    """"pruned_lstm/lstm_cell/recurrent_kernel:0" -> "recurrent_kernel"."""
+    """The weight's own name: `prune_low_magnitude_lstm/lstm_cell/recurrent_kernel:0` -> `recurrent_kernel`."""
     return variable.name.split("/")[-1].split(":")[0]
 
 
