@@ -356,6 +356,27 @@ def _snapshot_meta(snap):
     return None if snap is None else {"names": snap.names, "step": snap.step}
 
 
+def _refuse_unresumable_optimizer(model):
+    """Refuses, before training, what a resume could not restore exactly.
+
+    Restoring an optimizer's slots means creating them before the first step,
+    from a callback. The current API's Nadam keeps its momentum-schedule
+    product in a plain variable that, created there under a strategy with
+    several replicas, evolves differently on each replica (measured with
+    MirroredStrategy on 2 devices, even without IMP), and training soon turns
+    NaN. The legacy Nadam keeps it as an ONLY_FIRST_REPLICA slot and resumes
+    fine.
+    """
+    optimizer = getattr(model.optimizer, "inner_optimizer", None) or model.optimizer
+    replicas = getattr(model.distribute_strategy, "num_replicas_in_sync", 1)
+    if isinstance(optimizer, keras.optimizers.Nadam) and replicas > 1:
+        raise ValueError(
+            f"Resumable IMP runs (resume_dir) cannot use keras.optimizers.Nadam under a "
+            f"strategy with {replicas} replicas: re-creating its state on resume makes the "
+            "replicas diverge. Use keras.optimizers.legacy.Nadam (or another optimizer), "
+            "or run without resume_dir.")
+
+
 class RoundCheckpoint(keras.callbacks.Callback):
     """Writes a checkpoint at every round's end and restores it when fit starts again.
 
@@ -405,6 +426,7 @@ class RoundCheckpoint(keras.callbacks.Callback):
             raise RuntimeError(
                 "RoundCheckpoint ran before its IMPCallback started: put it after "
                 "the IMPCallback in fit's callbacks (IMP.callbacks() does).")
+        _refuse_unresumable_optimizer(self.model)
         # Read before any step: a learning rate that callbacks change during
         # training must compare as it was compiled.
         self._settings = _settings(imp, self.model)

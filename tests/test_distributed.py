@@ -100,3 +100,24 @@ def test_controls_and_export_of_a_ticket_found_under_mirrored_strategy(tiny_data
         kernel = plain.get_layer(name.split("/")[0]).kernel.numpy()
         np.testing.assert_array_equal(kernel == 0, mask == 0)
     np.testing.assert_allclose(plain(x[:8]).numpy(), model(x[:8]).numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_resumable_run_with_nadam_under_mirrored_strategy_is_refused(tiny_data, tmp_path,
+                                                                    mirrored_strategy):
+    """Creating Nadam's state before the first step (what a resume does) makes
+    the replicas' momentum-schedule products diverge; legacy Nadam is fine."""
+    (x, y), _, _ = tiny_data
+    for optimizer, refused in ((keras.optimizers.Nadam, True), (keras.optimizers.legacy.Nadam, False)):
+        with mirrored_strategy.scope():
+            imp = kl.IMP(rounds=1, prune_rate=0.5)
+            model = imp.wrap(small_mlp(0))
+            model.compile(optimizer(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        epochs = imp.epochs(per_round=1)
+        callbacks = imp.callbacks(verbose=0, resume_dir=str(tmp_path / optimizer.__module__))
+        if refused:
+            with pytest.raises(ValueError, match="legacy.Nadam"):
+                model.fit(x, y, batch_size=40, epochs=epochs, callbacks=callbacks, verbose=0)
+            assert int(model.optimizer.iterations.numpy()) == 0
+        else:
+            model.fit(x, y, batch_size=40, epochs=epochs, callbacks=callbacks, verbose=0)
+            assert len(imp.history) == 2
