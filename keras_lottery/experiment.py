@@ -20,7 +20,7 @@ from keras_lottery import report as report_lib
 from keras_lottery._keras import keras
 from keras_lottery.imp import IMP
 
-__all__ = ["run_experiment", "seed_dir"]
+__all__ = ["RoundMaskWriter", "load_round_masks", "run_complete", "run_experiment", "seed_dir"]
 
 logger = logging.getLogger("keras_lottery")
 
@@ -30,20 +30,111 @@ def seed_dir(out, seed, series):
     return os.path.join(out, f"seed_{seed}", series)
 
 
-def _complete(path, rounds):
+# settings that may differ between a finished run and its rerun
+_OUTPUT_SETTINGS = ("out", "quiet", "resume", "fresh", "progress", "tensorboard", "data_dir",
+                    "command", "func", "verbose", "check_sparsity", "controls", "seeds")
+
+
+def run_complete(path, rounds, config=None):
+    """Whether `path/imp_report.json` holds a finished run (its last row is round `rounds`).
+
+    Args:
+      path: a run's report folder.
+      rounds: the run's pruning rounds.
+      config: optional settings the run must have been made with: a report
+        whose recorded config differs in any of these keys (other than
+        output-only ones such as "out" or "progress") is not complete for
+        this run.
+
+    Returns:
+      True if the report exists, reached round `rounds`, and matches `config`.
+    """
     report = os.path.join(path, "imp_report.json")
     if not os.path.exists(report):
         return False
     payload = report_lib.read_json(report)
     last = payload["history"][-1]["round"] if payload.get("history") else -1
-    return last == rounds
+    if last != rounds:
+        return False
+    saved = payload.get("config", {})
+    return all(saved.get(k) == v for k, v in (config or {}).items() if k not in _OUTPUT_SETTINGS)
+
+
+def _mask_file(folder, rnd):
+    return os.path.join(folder, f"round_{int(rnd):03d}.npz")
+
+
+class RoundMaskWriter(keras.callbacks.Callback):
+    """Writes the masks of every IMP round to `folder/round_<r>.npz` as the round starts.
+
+    The controls train with the ticket's mask of each round; a resumed ticket
+    fit does not see its earlier rounds again, so they are kept on disk
+    (written atomically). Put it after the `IMPCallback` and after a
+    `resume.RoundCheckpoint`, which restores a resumed run's round and masks
+    in `on_train_begin`.
+
+    Args:
+      imp_callback: the ticket's `IMPCallback`.
+      folder: where the mask files go (created).
+    """
+
+    def __init__(self, imp_callback, folder):
+        super().__init__()
+        self.imp_callback = imp_callback
+        self.folder = folder
+        self.saved = set()
+
+    def _save(self):
+        rnd = int(self.imp_callback.round)
+        if rnd in self.saved:
+            return
+        import io
+
+        import numpy as np
+
+        from keras_lottery import masks as masks_lib
+
+        masks = masks_lib.read_masks(self.model)
+        names = sorted(masks)
+        buffer = io.BytesIO()
+        np.savez(buffer, names=np.array(names),
+                 **{f"mask_{i}": np.asarray(masks[n], np.float32) for i, n in enumerate(names)})
+        report_lib.atomic_write(_mask_file(self.folder, rnd), buffer.getvalue(), mode="wb")
+        self.saved.add(rnd)
+
+    def on_train_begin(self, logs=None):
+        self._save()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._save()
+
+
+def load_round_masks(folder, rounds):
+    """The masks `RoundMaskWriter` wrote: dict round -> {weight name: 0/1 mask}, rounds 0..`rounds`.
+
+    Raises:
+      FileNotFoundError: if a round's file is missing, naming it.
+    """
+    import numpy as np
+
+    result = {}
+    for rnd in range(rounds + 1):
+        path = _mask_file(folder, rnd)
+        if not os.path.exists(path):
+            raise FileNotFoundError(
+                f"{path} is missing: the ticket's masks of round {rnd} are needed to train its "
+                "controls. Start the run over with --fresh (or pass --controls none).")
+        with np.load(path) as npz:
+            names = [str(n) for n in npz["names"]]
+            result[rnd] = {n: npz[f"mask_{i}"] for i, n in enumerate(names)}
+    return result
 
 
 def run_experiment(build_model, compile_model, train, val, test, out, *, rounds, prune_rate,
                    epochs_per_round, batch_size, seeds=(0,), controls=(), rewind="0it",
                    scope="layerwise", layer_rates=None, output_layer_rate=None, eval_every=None,
                    verbose=1, run_config=None, title=None, save_model=False,
-                   check_sparsity=None):
+                   check_sparsity=None, progress="none", return_trained=False):
     """Runs IMP and its controls for every seed, writing results as it goes.
 
     Args:
@@ -63,9 +154,13 @@ def run_experiment(build_model, compile_model, train, val, test, out, *, rounds,
       save_model: also save each seed's wrapped ticket model.
       check_sparsity: optional N: a `SparsityGuard(every=N)` on the ticket's
         and every control's fit (see `IMP.callbacks`).
+      progress: a `progress.RoundProgress` mode for every fit ("none": silent).
+      return_trained: also return whether anything was trained.
 
     Returns:
-      The summary (see `report.summarize`).
+      The summary (see `report.summarize`); with `return_trained`,
+      `(summary, trained)`. A seed whose ticket and controls all hold
+      finished reports made with the same `run_config` is skipped.
 
     Raises:
       ValueError: if `train`, `val` or `test` lacks labels or holds NaN / inf.
@@ -73,18 +168,24 @@ def run_experiment(build_model, compile_model, train, val, test, out, *, rounds,
         has no initializer to redraw it from (before any training).
     """
     controls = controls_lib.parse_controls(controls)
+    seeds = list(seeds)
     from keras_lottery.data import check_finite, check_labelled
 
     for name, pair in (("train", train), ("val", val), ("test", test)):
         check_labelled(pair, name)
     check_finite({"train": train, "val": val, "test": test})
+    from keras_lottery.progress import RoundProgress
+
     (x, y) = train
+    trained = False
     for seed in seeds:
         dirs = {s: seed_dir(out, seed, s) for s in ("ticket",) + controls}
-        if all(_complete(d, rounds) for d in dirs.values()):
+        if all(run_complete(d, rounds, dict(run_config or {}, seed=seed))
+               for d in dirs.values()):
             logger.info("seed %d: already complete in %s, skipped", seed, os.path.dirname(dirs["ticket"]))
             continue
         started = time.perf_counter()
+        trained = True
         keras.utils.set_random_seed(seed)
         imp = IMP(rounds=rounds, prune_rate=prune_rate, rewind=rewind, scope=scope,
                   layer_rates=layer_rates, output_layer_rate=output_layer_rate)
@@ -99,6 +200,8 @@ def run_experiment(build_model, compile_model, train, val, test, out, *, rounds,
                                   run_config=config, eval_every=eval_every, validation_data=val,
                                   check_sparsity=check_sparsity)
         recorder = controls_lib.TicketRecorder(callbacks)
+        callbacks.append(RoundProgress(recorder.imp_callback, f"ticket s{seed}"
+                                       if len(seeds) > 1 else "ticket", mode=progress))
         data, steps = controls_lib.ordered_batches(x, y, batch_size, seed=seed)
         model.fit(data, steps_per_epoch=steps, epochs=epochs,
                   validation_data=val, callbacks=callbacks + [recorder], verbose=0)
@@ -113,8 +216,11 @@ def run_experiment(build_model, compile_model, train, val, test, out, *, rounds,
                 kind, model, recorder, x, y, batch_size=batch_size, data_seed=seed, seed=seed,
                 validation_data=val, test_data=test, eval_every=eval_every,
                 report_dir=dirs[kind], verbose=0, run_config=dict(config, series=kind),
-                check_sparsity=check_sparsity)
+                check_sparsity=check_sparsity,
+                callbacks=[lambda control, kind=kind: RoundProgress(
+                    control, f"{kind} s{seed}" if len(seeds) > 1 else kind, mode=progress)])
             if verbose:
                 logger.info("seed %d: %s control done (%.0f s)", seed, kind, time.perf_counter() - t0)
             report_lib.write_summary(out, title=title)
-    return report_lib.write_summary(out, title=title)
+    summary = report_lib.write_summary(out, title=title)
+    return (summary, trained) if return_trained else summary

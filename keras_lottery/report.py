@@ -25,6 +25,7 @@ __all__ = [
     "write_summary",
     "plot_summary",
     "format_summary",
+    "format_comparison",
     "SUMMARY_METRICS",
     "SERIES_STYLE",
 ]
@@ -501,3 +502,71 @@ def plot_summary(summary, path, title=None):
     fig.suptitle(heading, fontsize=11)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     return save_figure(fig, path, metadata={"Title": heading, "Series": ",".join(summary)})
+
+
+# series name -> its column header in `format_comparison`
+COMPARISON_HEADERS = {"ticket": "ticket", "reinit": "re-init", "random": "random pruning"}
+
+
+def format_comparison(summary, metric="test_accuracy"):
+    """The ticket against its controls: one line per round, accuracies in %.
+
+    Columns: round, % of weights remaining, the ticket's accuracy, each
+    control's, and the gap (ticket minus control, in points) for each
+    control. With several seeds each cell is mean ± sample std over seeds
+    and the line under the table says how many.
+
+    Args:
+      summary: from `summarize` (series "ticket" plus any of "reinit", "random").
+      metric: the accuracy compared (default: test accuracy at the round's end;
+        "early_stop_test_accuracy" for the early-stopping iteration's).
+
+    Returns:
+      The table as text.
+
+    Raises:
+      ValueError: if the summary has no "ticket" series.
+
+    Example:
+      >>> print(format_comparison(summarize(collect_runs("runs/lenet-mnist1d"))))  # doctest: +SKIP
+    """
+    if "ticket" not in summary:
+        raise ValueError(f"The summary has no 'ticket' series (it has {sorted(summary)}): "
+                         "format_comparison compares a ticket with its controls.")
+    controls = [s for s in summary if s != "ticket"]
+    by_round = {s: {row["round"]: row for row in rows} for s, rows in summary.items()}
+    n_seeds = max(row["n_seeds"] for rows in summary.values() for row in rows)
+
+    def cell(stats):
+        if not stats:
+            return "-"
+        if n_seeds > 1:
+            return f"{100 * stats['mean']:.1f} ± {100 * stats['std']:.1f}"
+        return f"{100 * stats['mean']:.1f}"
+
+    header = ["round", "% weights", COMPARISON_HEADERS["ticket"]]
+    header += [COMPARISON_HEADERS.get(c, c) for c in controls]
+    header += [f"gap vs {COMPARISON_HEADERS.get(c, c)}" if len(controls) > 1 else "gap"
+               for c in controls]
+    lines = [header]
+    for row in summary["ticket"]:
+        rnd = row["round"]
+        line = [str(rnd), f"{100 * row['weights_remaining']['mean']:.1f}", cell(row.get(metric))]
+        gaps = []
+        for control in controls:
+            other = by_round[control].get(rnd)
+            line.append(cell(other.get(metric)) if other else "-")
+            mine, theirs = row.get(metric), other.get(metric) if other else None
+            gaps.append(f"{100 * (mine['mean'] - theirs['mean']):+.1f}" if mine and theirs else "-")
+        lines.append(line + gaps)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in lines]
+    text.insert(1, "  ".join("-" * w for w in widths))
+    what = {"test_accuracy": "test accuracy (%) at the end of each round",
+            "early_stop_test_accuracy": "test accuracy (%) at the early-stopping iteration"}
+    note = what.get(metric, metric)
+    if n_seeds > 1:
+        note += f", mean ± std over {n_seeds} seeds"
+    if controls:
+        note += "; gap = ticket - control, in points"
+    return "\n".join(text + [note])

@@ -1,6 +1,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -9,27 +10,95 @@ import pytest
 from keras_lottery.cli import main
 
 
-def test_run_on_a_tiny_mnist1d_writes_table_report_and_plot(tmp_path, capsys):
+TINY = ["run", "--num-samples", "600", "--rounds", "2", "--epochs-per-round", "1",
+        "--batch-size", "50"]
+
+
+def _table(printed):
+    """The final table's rows (round, % weights, ticket, re-init, gap) as lists of cells."""
+    return [line.split() for line in printed.splitlines() if re.match(r"^\s+[0-2]\s+\d+\.\d\s", line)]
+
+
+def _mtime(path):
+    return path.stat().st_mtime_ns
+
+
+def test_run_on_a_tiny_mnist1d_prints_ticket_vs_reinit_and_writes_reports(tmp_path, capsys):
+    from PIL import Image
+
     out = tmp_path / "run"
-    code = main(["run", "--num-samples", "600", "--rounds", "2", "--epochs-per-round", "1",
-                 "--batch-size", "50", "--out", str(out)])
-    assert code == 0
+    assert main(TINY + ["--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "% weights" in printed and "early-stop it" in printed
-    rows = [line.split() for line in printed.splitlines() if re.match(r"^\s+[0-2]\s+\d", line)]
-    assert [r[0] for r in rows] == ["0", "1", "2"]  # the final table
-    assert rows[0][1] == "100.0%" and rows[2][1].startswith("64.")
+    # off a terminal: one plain line per round and series while it trains
+    assert len(re.findall(r"^ ticket  round \d/2 ", printed, re.M)) == 3
+    assert len(re.findall(r"^ reinit  round \d/2 ", printed, re.M)) == 2
+    assert "\r" not in printed and "epoch 1/1" not in printed
+    assert re.search(r"% weights +ticket +re-init +gap\n", printed)
+    rows = _table(printed)
+    assert [r[0] for r in rows] == ["0", "1", "2"]
+    assert rows[0][1] == "100.0" and rows[0][3] == "-" and rows[2][1].startswith("64.")
+    for row in rows[1:]:  # the gap is the difference of the two columns
+        assert float(row[4]) == pytest.approx(float(row[2]) - float(row[3]), abs=0.051)
     report = json.loads((out / "imp_report.json").read_text())
     assert [row["round"] for row in report["history"]] == [0, 1, 2]
     assert report["config"]["prune_rate"] == 0.2
     assert report["history"][2]["weights_remaining_by_layer"]["fc1/kernel"] == pytest.approx(0.64, abs=1e-3)
+    reinit = json.loads((out / "seed_0" / "reinit" / "imp_report.json").read_text())
+    assert [row["round"] for row in reinit["history"]] == [1, 2]
     assert (out / "imp_history.csv").read_text().startswith("round,")
-    assert (out / "tickets.png").stat().st_size > 1000
+    assert Image.open(out / "tickets.png").text["Series"] == "ticket,reinit"
     assert (out / "wrapped_model.keras").exists()
+    assert sorted(os.listdir(out / "ticket_masks")) == [f"round_00{r}.npz" for r in range(3)]
 
     assert main(["report", str(out), "--plot", str(tmp_path / "again.png")]) == 0
     assert "early-stop it" in capsys.readouterr().out
     assert (tmp_path / "again.png").stat().st_size > 1000
+
+
+def test_rerun_resumes_by_default_and_fresh_starts_over(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(TINY + ["--out", str(out)]) == 0
+    table = _table(capsys.readouterr().out)
+    ticket, reinit = out / "imp_report.json", out / "seed_0" / "reinit" / "imp_report.json"
+    before = {p: _mtime(p) for p in (ticket, reinit, out / "wrapped_model.keras")}
+
+    # the same command again (and with the old --resume flag): the table, nothing trained
+    for extra in ([], ["--resume"]):
+        assert main(TINY + ["--out", str(out)] + extra) == 0
+        printed = capsys.readouterr().out
+        assert "nothing trained" in printed and " round " not in printed
+        assert _table(printed) == table
+        assert {p: _mtime(p) for p in before} == before
+
+    # a control that did not finish is trained again; the finished ticket is not
+    shutil.rmtree(out / "seed_0" / "reinit")
+    assert main(TINY + ["--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert " ticket  round" not in printed and len(re.findall(r"^ reinit  round", printed, re.M)) == 2
+    assert _table(printed) == table and _mtime(ticket) == before[ticket]
+
+    # a changed setting is refused, pointing at --fresh ...
+    assert main(TINY + ["--out", str(out), "--lr", "0.01"]) == 2
+    assert "--fresh" in capsys.readouterr().err
+    # ... which deletes the old run's files (only those) and trains it all again
+    (out / "notes.txt").write_text("mine")
+    assert main(TINY + ["--out", str(out), "--fresh"]) == 0
+    printed = capsys.readouterr().out
+    assert "--fresh: removed resume, ticket_masks, imp_report.json" in printed
+    assert len(re.findall(r"^ ticket  round", printed, re.M)) == 3
+    assert _table(printed) == table  # the same data order: the same results
+    assert _mtime(ticket) != before[ticket] and (out / "notes.txt").read_text() == "mine"
+    assert main(TINY + ["--out", str(out), "--fresh", "--lr", "0.01"]) == 0
+    assert json.loads(ticket.read_text())["config"]["lr"] == 0.01
+    capsys.readouterr()
+
+
+def test_controls_none_runs_the_ticket_alone(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(TINY + ["--out", str(out), "--controls", "none", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "early-stop it" in printed and "re-init" not in printed and " ticket  round" not in printed
+    assert not (out / "seed_0").exists()
 
 
 def test_bad_cli_input_is_an_error_not_a_traceback(tmp_path, capsys):
@@ -38,12 +107,64 @@ def test_bad_cli_input_is_an_error_not_a_traceback(tmp_path, capsys):
     assert main(["report", str(tmp_path / "missing")]) == 2
 
 
-def test_console_script_help():
-    result = subprocess.run([sys.executable, "-m", "keras_lottery", "run", "--help"],
-                            capture_output=True, text=True, timeout=120,
-                            env=dict(os.environ, TF_USE_LEGACY_KERAS="1"))
-    assert result.returncode == 0
-    assert "--prune-rate" in result.stdout and "--rewind" in result.stdout
+HELP_PROBE = """
+import sys, time
+from keras_lottery.cli import main
+for argv in (["--help"], ["run", "--help"], ["report", "--help"], ["export", "--help"],
+             ["tune", "--help"], ["stability", "--help"]):
+    try:
+        main(argv)
+    except SystemExit as stop:
+        assert stop.code == 0, argv
+import keras_lottery as kl
+print("HEAVY", sorted(m for m in ("tensorflow", "tf_keras", "tensorflow_model_optimization",
+                                  "numpy", "matplotlib") if m in sys.modules))
+"""
+
+
+def test_help_imports_no_tensorflow():
+    """`--help` of every command builds the parser without TensorFlow (or NumPy): on
+    the old code `keras-lottery --help` imported TensorFlow (6 s of CPU) first."""
+    result = subprocess.run([sys.executable, "-c", HELP_PROBE], capture_output=True, text=True,
+                            timeout=120, env=dict(os.environ, TF_USE_LEGACY_KERAS="1"))
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY []" in result.stdout
+    assert "--prune-rate" in result.stdout and "--fresh" in result.stdout
+    assert "--progress" in result.stdout and "--verbose" in result.stdout
+    assert result.stderr == ""
+
+
+def test_lazy_package_keeps_every_public_name():
+    import keras_lottery as kl
+
+    for name in kl.__all__:
+        assert getattr(kl, name) is not None, name
+    assert set(kl.__all__) <= set(dir(kl))
+    from keras_lottery import IMP, masks, read_masks
+
+    assert kl.IMP is IMP and kl.masks is masks and masks.read_masks is read_masks
+    namespace = {}
+    exec("from keras_lottery import *", namespace)
+    assert set(kl.__all__) <= set(namespace)
+    with pytest.raises(AttributeError, match="has no attribute 'IMPP'"):
+        kl.IMPP  # noqa: B018
+
+
+ABSL_LINE = re.compile(r"^[IWEF]\d{4} |absl::InitializeLog|cudart_stub|cuda_platform|oneDNN", re.M)
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_tensorflow_start_up_lines_are_hidden_unless_verbose(tmp_path, verbose):
+    """A command that imports TensorFlow (here it stops at a bad --lr) prints only its own
+    error; --verbose shows TensorFlow's start-up lines (the old default printed them)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TF_CPP_MIN_LOG_LEVEL", "KERAS_LOTTERY_VERBOSE")}
+    argv = [sys.executable, "-m", "keras_lottery", "run", "--lr", "-1", "--out", str(tmp_path)]
+    result = subprocess.run(argv + (["--verbose"] if verbose else []), capture_output=True,
+                            text=True, timeout=180, env=env)
+    assert result.returncode == 2
+    assert "--lr -1.0 is not a learning rate" in result.stderr
+    assert bool(ABSL_LINE.search(result.stderr)) == verbose, result.stderr
 
 
 # -- bad input: a clear error before any training, naming the value and the fix ----

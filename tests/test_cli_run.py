@@ -7,9 +7,17 @@ from keras_lottery import report
 from keras_lottery.cli import build_parser, main
 
 
-def test_defaults_keep_the_single_run():
+def test_defaults_train_the_ticket_and_its_reinit_control_with_resume():
     args = build_parser().parse_args(["run"])
-    assert args.controls is None and args.seeds is None and args.eval_every is None
+    assert args.controls == "reinit" and args.seeds is None and args.eval_every is None
+    assert not args.fresh and args.progress == "auto"
+    from keras_lottery.cli.run import parse_controls, steps_per_execution
+
+    assert parse_controls(args.controls) == ("reinit",) and parse_controls("none") == ()
+    assert steps_per_execution(args) == 25
+    # callbacks that act after every batch get every batch
+    assert steps_per_execution(build_parser().parse_args(["run", "--check-sparsity", "1"])) == 1
+    assert steps_per_execution(build_parser().parse_args(["run", "--eval-every", "5"])) == 1
 
 
 def test_run_with_controls_and_seeds(tmp_path, capsys):
@@ -29,13 +37,21 @@ def test_run_with_controls_and_seeds(tmp_path, capsys):
     assert {row["n_seeds"] for rows in summary.values() for row in rows} == {2}
     assert Image.open(out / "tickets.png").text["Series"] == "ticket,reinit"
     printed = capsys.readouterr().out
-    assert "reinit" in printed and "±" in printed
-    # a rerun finds every seed complete and only rewrites the summary
-    before = (out / "seed_1" / "reinit" / "imp_report.json").stat().st_mtime_ns
-    assert main(["run", "--num-samples", "500", "--rounds", "1", "--epochs-per-round", "1",
-                 "--batch-size", "50", "--controls", "reinit", "--seeds", "2",
-                 "--quiet", "--out", str(out)]) == 0
-    assert (out / "seed_1" / "reinit" / "imp_report.json").stat().st_mtime_ns == before
+    assert "re-init" in printed and "±" in printed and "over 2 seeds" in printed
+    # a rerun of the same command finds every seed complete and only rewrites the summary
+    argv = ["run", "--num-samples", "500", "--rounds", "1", "--epochs-per-round", "1",
+            "--batch-size", "50", "--controls", "reinit", "--seeds", "2", "--eval-every", "3",
+            "--quiet", "--out", str(out)]
+    path = out / "seed_1" / "reinit" / "imp_report.json"
+    before = path.stat().st_mtime_ns
+    assert main(argv) == 0
+    assert path.stat().st_mtime_ns == before
+    assert "nothing trained" in capsys.readouterr().out
+    # with another training setting the seeds are trained again (the old code kept
+    # the results of --eval-every 3 and reported them as this run's)
+    assert main(argv[:-5] + ["--quiet", "--out", str(out)]) == 0
+    assert path.stat().st_mtime_ns != before
+    assert report.read_json(path)["config"]["eval_every"] is None
 
 
 def test_bad_control_name_is_a_clear_error(tmp_path, capsys):

@@ -339,7 +339,10 @@ def test_cli_run_resume_continues_a_finished_run(tmp_path, capsys):
 # -- through the CLI: `keras-lottery run`, SIGKILLed, then the same command --------
 
 CLI_RUN = ["run", "--num-samples", "1500", "--rounds", "2", "--epochs-per-round", "3",
-           "--batch-size", "50"]
+           "--batch-size", "50",
+           # the ticket alone, and a log line per epoch to kill at (off a terminal the
+           # CLI writes one line per round by default)
+           "--controls", "none", "--progress", "epoch"]
 # kill point -> (progress line to kill at, epoch the resumed run must restart at)
 CLI_KILLS = {
     "round1-mid": ("round 1/2 · epoch 1/3", 3),

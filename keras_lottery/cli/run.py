@@ -4,40 +4,54 @@ import hashlib
 import logging
 import math
 import os
+import shutil
 import time
-
-import numpy as np
 
 logger = logging.getLogger("keras_lottery")
 
 DEFAULTS = dict(
     dataset="mnist1d",
     model="lenet",
-    rounds=8,
+    rounds=9,
     prune_rate=0.2,
     output_rate=0.1,
     rewind="0it",
     scope="layerwise",
-    epochs_per_round=10,
+    epochs_per_round=4,
     batch_size=60,
     optimizer="adam",
     lr=1.2e-3,
     seed=0,
     val_fraction=0.1,
+    num_samples=8000,
+    test_fraction=0.5,
+    controls="reinit",
     out=os.path.join("runs", "lenet-mnist1d"),
 )
+
+# keys of vars(args) that change what is shown or where, not what is trained
+OUTPUT_ONLY = ("func", "quiet", "command", "fresh", "resume", "progress", "verbose", "controls")
+
+# what a --fresh run deletes from --out before it starts (a single run's files)
+RUN_FILES = ("resume", "ticket_masks", "imp_report.json", "imp_history.csv", "ticket.npz",
+             "ticket.json", "wrapped_model.keras", "tickets.png", "summary.json", "summary.csv",
+             "rounds.csv")
 
 
 def register(subparsers):
     p = subparsers.add_parser(
         "run",
-        help="run an IMP lottery-ticket search and print the per-round table",
-        description="Iterative magnitude pruning with rewinding on a built-in model. "
-        "Every round runs inside one model.fit, on batches whose order is a function of "
-        "(--seed, epoch); the report (imp_report.json, imp_history.csv) and the last "
-        "finished round's wrapped model (wrapped_model.keras) are rewritten atomically "
-        "in --out after every round, so an interrupted run keeps its finished rounds "
-        "and can be exported; tickets.png and the ticket files follow at the end.",
+        help="find a lottery ticket and train its controls; print ticket vs control per round",
+        description="Iterative magnitude pruning with rewinding on a built-in model, then the "
+        "ticket's controls (--controls: the same masks randomly re-initialised, and/or random "
+        "masks), each trained like the ticket on batches whose order is a function of "
+        "(--seed, epoch). Prints one table: %% weights remaining, the ticket's test accuracy, "
+        "each control's, and the gap. The ticket's report (imp_report.json, imp_history.csv) "
+        "and its last finished round's wrapped model (wrapped_model.keras) are rewritten "
+        "atomically in --out after every round, each control's report in "
+        "OUT/seed_<s>/<control>/; summary.json and tickets.png (ticket and controls against "
+        "%% weights) follow. Started again with the same command, a run continues where it "
+        "stopped (a finished one prints its table and trains nothing); --fresh starts over.",
     )
     p.add_argument("--dataset", default=DEFAULTS["dataset"], choices=["mnist1d", "fashion_mnist"],
                    help="local dataset (default: %(default)s, generated locally)")
@@ -58,26 +72,46 @@ def register(subparsers):
     p.add_argument("--optimizer", default=DEFAULTS["optimizer"], choices=["adam", "sgd"], help="(default: %(default)s)")
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="learning rate (default: %(default)s)")
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="random seed (default: %(default)s)")
-    p.add_argument("--num-samples", type=int, default=5000, help="MNIST-1D examples, train+test (default: %(default)s)")
+    p.add_argument("--num-samples", type=int, default=DEFAULTS["num_samples"],
+                   help="MNIST-1D examples generated, training + test (default: %(default)s)")
+    p.add_argument("--test-fraction", type=float, default=None,
+                   help="MNIST-1D examples kept for the test set (default: "
+                   f"{DEFAULTS['test_fraction']}, i.e. 4000 test examples for the default "
+                   "--num-samples)")
     p.add_argument("--val-fraction", type=float, default=DEFAULTS["val_fraction"], help="training data held out for validation (default: %(default)s)")
     p.add_argument("--out", default=DEFAULTS["out"], help="report folder (default: %(default)s)")
-    p.add_argument("--controls", default=None, metavar="reinit,random",
-                   help="also train these controls of the ticket (same mask, random re-init; "
-                   "random mask, same per-layer sparsity) with the same data order and steps; "
-                   "results go to OUT/seed_<s>/<series>/ plus OUT/summary.* and tickets.png")
+    p.add_argument("--controls", default=DEFAULTS["controls"], metavar="reinit,random|none",
+                   help="controls of the ticket trained after it, with the same data order and "
+                   "steps: reinit (same masks, weights drawn afresh from the initializers), "
+                   "random (random masks with the same per-layer sparsity, weights from the "
+                   "rewind point); none: the ticket only (default: %(default)s)")
     p.add_argument("--seeds", type=int, default=None, metavar="N",
-                   help="repeat for N seeds (--seed, --seed+1, ...) and report mean and spread")
+                   help="repeat for N seeds (--seed, --seed+1, ...) and report mean and spread; "
+                   "results go to OUT/seed_<s>/<series>/ (a rerun skips the seeds that finished)")
     p.add_argument("--eval-every", type=int, default=None, metavar="STEPS",
                    help="evaluate the validation data every STEPS steps inside a round for the "
                    "early-stopping iteration (default: at epoch ends only)")
     p.add_argument("--tensorboard", default=None, metavar="DIR",
                    help="write TensorBoard logs to DIR: a point per round (weights remaining, "
                    "accuracies, early-stop iteration), mask histograms, per-epoch curves")
+    p.add_argument("--fresh", action="store_true",
+                   help="start over: delete this --out's previous run (its resume checkpoints, "
+                   "reports, ticket, model and control results) before training")
     p.add_argument("--resume", action="store_true",
-                   help="checkpoint every finished round to OUT/resume; started again with the "
-                   "same command, a killed run continues from its last finished round and ends "
-                   "bit-identical to an uninterrupted run; a changed setting is refused")
-    p.add_argument("--quiet", action="store_true", help="print only the final table")
+                   help="accepted for compatibility; resuming is the default: every finished "
+                   "round is checkpointed to OUT/resume, and the same command started again "
+                   "continues a killed run from its last finished round, bit-identical to an "
+                   "uninterrupted run (a changed setting is refused; --fresh starts over)")
+    p.add_argument("--progress", default="auto", choices=["auto", "bar", "round", "epoch", "none"],
+                   help="auto (default): on a terminal one line per round updating in place "
+                   "(epoch, step, loss, ETA), then the round's row; otherwise (CI, pipes, log "
+                   "files) one plain line per round. bar / round force either; epoch: a plain "
+                   "line per epoch too; none: only the final table")
+    p.add_argument("--steps-per-execution", type=int, default=None, metavar="N",
+                   help="training steps per call of Keras' train function (fewer Python "
+                   f"round trips; the same batches and results). Default: {STEPS_PER_EXECUTION}, "
+                   "or 1 with --check-sparsity / --eval-every, which act between calls")
+    p.add_argument("--quiet", action="store_true", help="print only the final table (--progress none)")
     p.add_argument("--check-sparsity", type=int, default=None, metavar="N",
                    help="check after every N-th batch that each pruned weight is exactly zero "
                    "(keras_lottery.SparsityGuard); stops with an error naming the layer, the "
@@ -86,6 +120,7 @@ def register(subparsers):
     return p
 
 
+STEPS_PER_EXECUTION = 25
 MIN_SAMPLES = 100  # MNIST-1D: ~7 training examples per class after the test/validation splits
 
 
@@ -142,6 +177,17 @@ def check_args(args):
     if not 0.0 < args.val_fraction < 1.0:
         raise ValueError(f"--val-fraction must be in (0, 1), got {args.val_fraction} "
                          f"(default {DEFAULTS['val_fraction']}).")
+    if args.test_fraction is not None:
+        if args.dataset != "mnist1d":
+            raise ValueError(f"--test-fraction {args.test_fraction} applies to --dataset mnist1d "
+                             f"only ({args.dataset} has its own test set): drop it.")
+        if not 0.0 < args.test_fraction < 1.0:
+            raise ValueError(f"--test-fraction must be in (0, 1), got {args.test_fraction} "
+                             f"(default {DEFAULTS['test_fraction']}).")
+    if args.steps_per_execution is not None and args.steps_per_execution < 1:
+        raise ValueError(f"--steps-per-execution must be >= 1, got {args.steps_per_execution}.")
+    if args.seeds is not None and args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}.")
     if args.dataset == "mnist1d" and args.num_samples < MIN_SAMPLES:
         raise ValueError(f"--num-samples {args.num_samples} is too few: MNIST-1D splits them "
                          "into training, validation and test sets of 10 classes; pass at "
@@ -160,9 +206,16 @@ def check_args(args):
 
 def load_data(args):
     """(train, val, test) array pairs, checked: finite, and every class in training."""
+    import numpy as np
+
     from keras_lottery import data
 
-    (x, y), test = data.load_local(args.dataset, args.num_samples, args.data_dir)
+    if args.dataset == "mnist1d":
+        fraction = DEFAULTS["test_fraction"] if args.test_fraction is None else args.test_fraction
+        (x, y), test = data.load_mnist1d(num_samples=args.num_samples, seed=42,
+                                         train_split=1.0 - fraction)
+    else:
+        (x, y), test = data.load_local(args.dataset, args.num_samples, args.data_dir)
     train, val = data.split_validation(x, y, args.val_fraction)
     data.check_finite({"x_train": train[0], "x_val": val[0], "x_test": test[0]})
     classes = int(max(train[1].max(), val[1].max(), test[1].max())) + 1
@@ -175,6 +228,8 @@ def load_data(args):
 
 def data_fingerprint(*arrays):
     """SHA-256 of the arrays' dtypes, shapes and bytes: a resumed run must train on the same data."""
+    import numpy as np
+
     digest = hashlib.sha256()
     for array in arrays:
         array = np.ascontiguousarray(array)
@@ -199,48 +254,117 @@ def _check_resume(resume_dir, config):
             f"--resume: {resume_dir} holds a run with other settings (setting: before -> "
             f"now):\n{resume.format_settings_diff(diff, names)}\nRun the same command as "
             "before (same flags) to continue it, pass a new --out to start another run, "
-            f"or delete {resume_dir} to start this one over.")
+            f"or pass --fresh to start this one over (it deletes {resume_dir} and the old "
+            "results).")
+
+
+def parse_controls(text):
+    """`--controls`: "reinit,random" -> ("reinit", "random"); "none" or "" -> ()."""
+    if text is None or text.strip().lower() in ("", "none"):
+        return ()
+    from keras_lottery import controls
+
+    return controls.parse_controls(text)
+
+
+def steps_per_execution(args):
+    """`--steps-per-execution`, or its default: 1 where a callback must act after every batch."""
+    if args.steps_per_execution is not None:
+        return args.steps_per_execution
+    if args.check_sparsity is not None or args.eval_every is not None:
+        return 1
+    return STEPS_PER_EXECUTION
+
+
+def run_config(args):
+    """The settings recorded in the reports and compared on resume (no output-only flags)."""
+    return {k: v for k, v in vars(args).items() if k not in OUTPUT_ONLY}
+
+
+def progress_mode(args):
+    return "none" if args.quiet else args.progress
+
+
+def clear_run(out, seeds=False):
+    """`--fresh`: deletes the previous run's files from `out` (only the files a run writes).
+
+    Everything is removed by name (`RUN_FILES`, and with `seeds` the
+    `seed_<s>` folders); any other file in `out` is left alone.
+
+    Returns:
+      The names removed.
+    """
+    removed = []
+    names = list(RUN_FILES)
+    if os.path.isdir(out):
+        names += sorted(n for n in os.listdir(out) if n.startswith("seed_")
+                        and os.path.isdir(os.path.join(out, n)))
+    for name in names:
+        path = os.path.join(out, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.remove(path)
+        else:
+            continue
+        removed.append(name)
+    return removed
+
+
+def print_result(args, summary, started, trained):
+    from keras_lottery import report
+
+    print()
+    if "ticket" in summary and len(summary) > 1:
+        print(report.format_comparison(summary))
+    elif args.seeds is None:  # the ticket alone: its per-round table
+        rows = report.read_json(os.path.join(args.out, "imp_report.json"))["history"]
+        print(report.format_table(rows))
+    else:
+        print(report.format_summary(summary))
+    took = time.perf_counter() - started
+    note = f"{took:.0f} s" if trained else f"finished before, nothing trained; {took:.0f} s"
+    print(f"\nreport: {os.path.join(args.out, 'summary.json')}  plot: "
+          f"{os.path.join(args.out, 'tickets.png')}  ({note})")
 
 
 def run_seeds(args):
-    """--seeds / --controls: IMP and its controls for every seed, then the summary."""
-    from keras_lottery import controls, experiment, models, report
+    """--seeds N: IMP and its controls for every seed, then the summary."""
+    from keras_lottery import experiment, models
 
     started = time.perf_counter()
-    kinds = controls.parse_controls(args.controls)
-    if args.seeds is not None and args.seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {args.seeds}.")
-    ignored = [flag for flag, on in (("--resume", getattr(args, "resume", False)),
-                                     ("--tensorboard", getattr(args, "tensorboard", None))) if on]
-    if ignored:
-        logger.warning("%s apply to single runs; with --seeds/--controls a rerun of the same "
-                       "command skips the seeds that finished instead.", " and ".join(ignored))
-    seeds = range(args.seed, args.seed + (args.seeds or 1))
+    kinds = parse_controls(args.controls)
+    if args.tensorboard:
+        logger.warning("--tensorboard applies to single runs (no --seeds); ignored.")
+    seeds = range(args.seed, args.seed + args.seeds)
     train, val, test = load_data(args)
     num_classes = int(train[1].max()) + 1
+    if args.fresh:
+        clear_run(args.out, seeds=True)
 
     def build(seed):
         return models.build(args.model, input_shape=train[0].shape[1:], num_classes=num_classes, seed=seed)
 
     def compile_model(model):
-        models.compile_classifier(model, args.optimizer, args.lr)
+        models.compile_classifier(model, args.optimizer, args.lr,
+                                  steps_per_execution=steps_per_execution(args))
 
-    config = {k: v for k, v in vars(args).items() if k not in ("func", "quiet", "command")}
+    config = run_config(args)
+    config["steps_per_execution"] = steps_per_execution(args)
+    config["data_sha256"] = data_fingerprint(*train, *val, *test)
     logger.info("IMP: %s on %s, %d rounds x %d epochs, seeds %s, controls %s -> %s",
                 args.model, args.dataset, args.rounds + 1, args.epochs_per_round, list(seeds),
                 ",".join(kinds) or "none", args.out)
-    summary = experiment.run_experiment(
+    summary, trained = experiment.run_experiment(
         build, compile_model, train, val, test, args.out, rounds=args.rounds,
         prune_rate=args.prune_rate, epochs_per_round=args.epochs_per_round,
         batch_size=args.batch_size, seeds=seeds, controls=kinds, rewind=args.rewind,
         scope=args.scope,
         output_layer_rate=None if args.output_rate is None or args.output_rate < 0 else args.output_rate,
         eval_every=args.eval_every, verbose=0 if args.quiet else 1, run_config=config,
-        title=f"{args.model} on {args.dataset}: IMP, rewind {args.rewind}", save_model=True)
-    print()
-    print(report.format_summary(summary))
-    print(f"\nreport: {os.path.join(args.out, 'summary.json')}  plot: "
-          f"{os.path.join(args.out, 'tickets.png')}  ({time.perf_counter() - started:.0f} s)")
+        title=f"{args.model} on {args.dataset}: IMP, rewind {args.rewind}", save_model=True,
+        check_sparsity=args.check_sparsity, progress=progress_mode(args), return_trained=True)
+    print_result(args, summary, started, trained)
     return 0
 
 
@@ -250,10 +374,11 @@ def run(args):
         from keras_lottery.models import DEEP_MODELS
 
         args.scope = "global" if args.model in DEEP_MODELS else DEFAULTS["scope"]
-    if args.controls is not None or args.seeds is not None:
+    kinds = parse_controls(args.controls)
+    if args.seeds is not None:
         return run_seeds(args)
     import keras_lottery as kl
-    from keras_lottery import report, resume
+    from keras_lottery import experiment, report, resume
     from keras_lottery._keras import keras
 
     started = time.perf_counter()
@@ -261,19 +386,34 @@ def run(args):
                  output_layer_rate=None if args.output_rate is None or args.output_rate < 0 else args.output_rate)
     epochs = imp.epochs(per_round=args.epochs_per_round)
     (x, y), val, test = load_data(args)
-    config = {k: v for k, v in vars(args).items() if k not in ("func", "quiet", "command")}
+    config = run_config(args)
+    config["steps_per_execution"] = steps_per_execution(args)
     config["data_sha256"] = data_fingerprint(x, y, *val, *test)
-    resume_dir = os.path.join(args.out, "resume") if getattr(args, "resume", False) else None
-    if resume_dir:
-        _check_resume(resume_dir, config)
+    resume_dir = os.path.join(args.out, "resume")
+    masks_dir = os.path.join(args.out, "ticket_masks")
+    if args.fresh:
+        removed = clear_run(args.out)
+        if removed and not args.quiet:
+            print(f"--fresh: removed {', '.join(removed)} from {args.out}")
+    _check_resume(resume_dir, config)
+    start = resume.initial_epoch(resume_dir)
+    control_dirs = {kind: experiment.seed_dir(args.out, args.seed, kind) for kind in kinds}
+    ticket_done = start >= epochs
+    todo = [k for k in kinds if not (ticket_done and experiment.run_complete(
+        control_dirs[k], args.rounds, dict(config, series=k)))]
+    title = f"{args.model} on {args.dataset}: IMP, rewind {args.rewind}"
+    if ticket_done and not todo and os.path.exists(os.path.join(args.out, "imp_report.json")):
+        # a finished run: its table again, nothing built or trained
+        print_result(args, report.summarize(report.collect_runs(args.out)), started, trained=False)
+        return 0
     keras.utils.set_random_seed(args.seed)
     num_classes = int(max(y.max(), val[1].max(), test[1].max())) + 1
     model = kl.models.build(args.model, input_shape=x.shape[1:], num_classes=num_classes, seed=args.seed)
     model = imp.wrap(model)
-    kl.models.compile_classifier(model, args.optimizer, args.lr)
+    kl.models.compile_classifier(model, args.optimizer, args.lr,
+                                 steps_per_execution=steps_per_execution(args))
     model_path = os.path.join(args.out, "wrapped_model.keras")
-    callbacks = imp.callbacks(test_data=test, report_dir=args.out,
-                              verbose=0 if args.quiet else 1, run_config=config,
+    callbacks = imp.callbacks(test_data=test, report_dir=args.out, verbose=0, run_config=config,
                               eval_every=args.eval_every, validation_data=val,
                               tensorboard_dir=args.tensorboard, resume_dir=resume_dir,
                               check_sparsity=args.check_sparsity)
@@ -281,22 +421,32 @@ def run(args):
     callbacks.insert(callbacks.index(imp.callback), resume.RoundModelSaver(imp.callback, model_path))
     if not any(isinstance(cb, resume.StopOnNonFiniteLoss) for cb in callbacks):
         callbacks.insert(0, resume.StopOnNonFiniteLoss(imp.callback))
-    # progress first, so an epoch's line comes before the round's table row
-    callbacks.insert(0, kl.ProgressLogger(epochs_per_round=args.epochs_per_round, rounds=args.rounds))
-    start = imp.initial_epoch() if resume_dir else 0
+    # after RoundCheckpoint (which restores a resumed run's round and masks)
+    callbacks.append(experiment.RoundMaskWriter(imp.callback, masks_dir))
+    callbacks.append(kl.progress.RoundProgress(imp.callback, "ticket", mode=progress_mode(args)))
     # Epoch e's batches are a permutation that depends only on (seed, e): a
     # resumed run trains on exactly the batches an uninterrupted one does.
     data, steps = kl.controls.ordered_batches(x, y, args.batch_size, seed=args.seed, start_epoch=start)
-    logger.info("IMP: %s on %s, %d rounds x %d epochs, %d training examples -> %s",
-                args.model, args.dataset, args.rounds + 1, args.epochs_per_round, len(x), args.out)
+    logger.info("IMP: %s on %s, %d rounds x %d epochs, %d training examples, controls %s -> %s%s",
+                args.model, args.dataset, args.rounds + 1, args.epochs_per_round, len(x),
+                ",".join(kinds) or "none", args.out,
+                f" (resumed at round {start // args.epochs_per_round})" if 0 < start < epochs else "")
     model.fit(data, steps_per_epoch=steps, epochs=epochs, validation_data=val,
               callbacks=callbacks, initial_epoch=start, verbose=0)
-    report.atomic_path(model_path, model.save)
-    kl.save_ticket(os.path.join(args.out, "ticket"), model, imp, config=config)  # ticket.npz + ticket.json
-    plot = imp.plot(os.path.join(args.out, "tickets.png"),
-                    title=f"{args.model} on {args.dataset}: IMP, rewind {args.rewind}")
-    print()
-    print(imp.table())
-    print(f"\nreport: {os.path.join(args.out, 'imp_report.json')}  plot: {plot}  "
-          f"({time.perf_counter() - started:.0f} s)")
+    if not ticket_done or not os.path.exists(model_path):
+        report.atomic_path(model_path, model.save)
+        kl.save_ticket(os.path.join(args.out, "ticket"), model, imp, config=config)  # ticket.npz + ticket.json
+    if todo:
+        recorder = kl.TicketRecorder(imp.callback)
+        recorder.masks = experiment.load_round_masks(masks_dir, args.rounds)
+        for kind in todo:
+            kl.train_control(
+                kind, model, recorder, x, y, batch_size=args.batch_size, data_seed=args.seed,
+                seed=args.seed, validation_data=val, test_data=test, eval_every=args.eval_every,
+                report_dir=control_dirs[kind], verbose=0, run_config=dict(config, series=kind),
+                check_sparsity=args.check_sparsity,
+                callbacks=[lambda control, kind=kind: kl.progress.RoundProgress(
+                    control, kind, mode=progress_mode(args))])
+    summary = report.write_summary(args.out, title=title)
+    print_result(args, summary, started, trained=True)
     return 0
