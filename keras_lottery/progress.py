@@ -149,7 +149,7 @@ def format_round_row(label, result, rounds):
       rounds: pruning rounds after the dense round 0.
     """
     row = result.to_dict() if hasattr(result, "to_dict") else dict(result)
-    parts = [f"{label:>7}", f"round {row['round']}/{rounds}",
+    parts = [f"{label:>7}", f"round {row['round']:>{len(str(rounds))}}/{rounds}",
              f"{100.0 * row['weights_remaining']:5.1f}% weights"]
     for key, name in (("test_accuracy", "test acc"), ("val_accuracy", "val acc")):
         if row.get(key) is not None:

@@ -505,7 +505,7 @@ def plot_summary(summary, path, title=None):
 
 
 # series name -> its column header in `format_comparison`
-COMPARISON_HEADERS = {"ticket": "ticket", "reinit": "re-init", "random": "random pruning"}
+COMPARISON_HEADERS = {"ticket": "ticket", "reinit": "re-init", "random": "random"}
 
 
 def format_comparison(summary, metric="test_accuracy"):

@@ -10,12 +10,13 @@ import pytest
 from keras_lottery.cli import main
 
 
-TINY = ["run", "--num-samples", "600", "--rounds", "2", "--epochs-per-round", "1",
-        "--batch-size", "50"]
+SMALL = ["run", "--num-samples", "600", "--rounds", "2", "--epochs-per-round", "1",
+         "--batch-size", "50"]
+TINY = SMALL + ["--controls", "reinit"]
 
 
 def _table(printed):
-    """The final table's rows (round, % weights, ticket, re-init, gap) as lists of cells."""
+    """The final table's rows (round, % weights, ticket, controls..., gaps...) as lists of cells."""
     return [line.split() for line in printed.splitlines() if re.match(r"^\s+[0-2]\s+\d+\.\d\s", line)]
 
 
@@ -23,22 +24,24 @@ def _mtime(path):
     return path.stat().st_mtime_ns
 
 
-def test_run_on_a_tiny_mnist1d_prints_ticket_vs_reinit_and_writes_reports(tmp_path, capsys):
+def test_run_on_a_tiny_mnist1d_prints_ticket_vs_controls_and_writes_reports(tmp_path, capsys):
     from PIL import Image
 
     out = tmp_path / "run"
-    assert main(TINY + ["--out", str(out)]) == 0
+    assert main(SMALL + ["--out", str(out)]) == 0  # default controls: reinit and random
     printed = capsys.readouterr().out
     # off a terminal: one plain line per round and series while it trains
     assert len(re.findall(r"^ ticket  round \d/2 ", printed, re.M)) == 3
     assert len(re.findall(r"^ reinit  round \d/2 ", printed, re.M)) == 2
+    assert len(re.findall(r"^ random  round \d/2 ", printed, re.M)) == 2
     assert "\r" not in printed and "epoch 1/1" not in printed
-    assert re.search(r"% weights +ticket +re-init +gap\n", printed)
+    assert re.search(r"% weights +ticket +re-init +random +gap vs re-init +gap vs random\n", printed)
     rows = _table(printed)
     assert [r[0] for r in rows] == ["0", "1", "2"]
-    assert rows[0][1] == "100.0" and rows[0][3] == "-" and rows[2][1].startswith("64.")
-    for row in rows[1:]:  # the gap is the difference of the two columns
-        assert float(row[4]) == pytest.approx(float(row[2]) - float(row[3]), abs=0.051)
+    assert rows[0][1] == "100.0" and rows[0][3:] == ["-"] * 4 and rows[2][1].startswith("64.")
+    for row in rows[1:]:  # each gap is the ticket's column minus the control's
+        for control, gap in ((3, 5), (4, 6)):
+            assert float(row[gap]) == pytest.approx(float(row[2]) - float(row[control]), abs=0.051)
     report = json.loads((out / "imp_report.json").read_text())
     assert [row["round"] for row in report["history"]] == [0, 1, 2]
     assert report["config"]["prune_rate"] == 0.2
@@ -46,7 +49,7 @@ def test_run_on_a_tiny_mnist1d_prints_ticket_vs_reinit_and_writes_reports(tmp_pa
     reinit = json.loads((out / "seed_0" / "reinit" / "imp_report.json").read_text())
     assert [row["round"] for row in reinit["history"]] == [1, 2]
     assert (out / "imp_history.csv").read_text().startswith("round,")
-    assert Image.open(out / "tickets.png").text["Series"] == "ticket,reinit"
+    assert Image.open(out / "tickets.png").text["Series"] == "ticket,reinit,random"
     assert (out / "wrapped_model.keras").exists()
     assert sorted(os.listdir(out / "ticket_masks")) == [f"round_00{r}.npz" for r in range(3)]
 

@@ -180,3 +180,34 @@ def test_read_json_names_a_truncated_file(tmp_path):
     path.write_text('{"summary": {"ticket": [')
     with pytest.raises(ValueError, match=r"summary\.json is not valid JSON .*truncated"):
         report.read_json(str(path))
+
+
+def _summary_rows(values, seeds=1):
+    """A summary series: round r -> accuracy values over seeds (weights 0.8**r)."""
+    return [{"round": r, "n_seeds": seeds, "weights_remaining": {"mean": 0.8 ** r},
+             "test_accuracy": {"mean": float(np.mean(v)),
+                               "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0}}
+            for r, v in values.items()]
+
+
+def test_format_comparison_shows_ticket_controls_and_gaps():
+    summary = {"ticket": _summary_rows({0: [0.60], 1: [0.612], 2: [0.60]}),
+               "reinit": _summary_rows({1: [0.58], 2: [0.45]})}
+    text = report.format_comparison(summary).splitlines()
+    assert text[0].split() == ["round", "%", "weights", "ticket", "re-init", "gap"]
+    assert text[2].split() == ["0", "100.0", "60.0", "-", "-"]
+    assert text[3].split() == ["1", "80.0", "61.2", "58.0", "+3.2"]
+    assert text[4].split() == ["2", "64.0", "60.0", "45.0", "+15.0"]
+    assert text[-1] == ("test accuracy (%) at the end of each round; "
+                        "gap = ticket - control, in points")
+    # two controls: a gap column each; several seeds: mean ± std and the count
+    summary = {"ticket": _summary_rows({1: [0.60, 0.62]}, seeds=2),
+               "reinit": _summary_rows({1: [0.50, 0.54]}, seeds=2),
+               "random": _summary_rows({1: [0.40, 0.40]}, seeds=2)}
+    text = report.format_comparison(summary).splitlines()
+    assert "gap vs re-init" in text[0] and "gap vs random" in text[0]
+    assert text[2].split() == ["1", "80.0", "61.0", "±", "1.4", "52.0", "±", "2.8",
+                               "40.0", "±", "0.0", "+9.0", "+21.0"]
+    assert "mean ± std over 2 seeds" in text[-1]
+    with pytest.raises(ValueError, match="no 'ticket' series"):
+        report.format_comparison({"reinit": summary["reinit"]})

@@ -12,20 +12,20 @@ logger = logging.getLogger("keras_lottery")
 DEFAULTS = dict(
     dataset="mnist1d",
     model="lenet",
-    rounds=9,
+    rounds=10,
     prune_rate=0.2,
     output_rate=0.1,
     rewind="0it",
     scope="layerwise",
-    epochs_per_round=4,
+    epochs_per_round=8,
     batch_size=60,
     optimizer="adam",
     lr=1.2e-3,
     seed=0,
     val_fraction=0.1,
-    num_samples=8000,
+    num_samples=9000,
     test_fraction=0.5,
-    controls="reinit",
+    controls="reinit,random",
     out=os.path.join("runs", "lenet-mnist1d"),
 )
 
@@ -76,7 +76,7 @@ def register(subparsers):
                    help="MNIST-1D examples generated, training + test (default: %(default)s)")
     p.add_argument("--test-fraction", type=float, default=None,
                    help="MNIST-1D examples kept for the test set (default: "
-                   f"{DEFAULTS['test_fraction']}, i.e. 4000 test examples for the default "
+                   f"{DEFAULTS['test_fraction']}, i.e. 4500 test examples for the default "
                    "--num-samples)")
     p.add_argument("--val-fraction", type=float, default=DEFAULTS["val_fraction"], help="training data held out for validation (default: %(default)s)")
     p.add_argument("--out", default=DEFAULTS["out"], help="report folder (default: %(default)s)")
