@@ -137,6 +137,14 @@ def test_help_imports_no_tensorflow():
     assert result.stderr == ""
 
 
+def test_no_command_prints_the_commands(capsys):
+    """On the old code: only "error: the following arguments are required: COMMAND"."""
+    assert main([]) == 2
+    printed = capsys.readouterr().out
+    assert "Start with: keras-lottery run" in printed
+    assert all(name in printed for name in ("run", "report", "export", "tune", "stability"))
+
+
 def test_lazy_package_keeps_every_public_name():
     import keras_lottery as kl
 

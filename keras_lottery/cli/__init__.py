@@ -107,6 +107,10 @@ def _hide_checkpoint_lines(record):
 def main(argv=None):
     """Entry point of the `keras-lottery` console script; returns an exit code."""
     parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):
+        parser.print_help()  # the commands, rather than "COMMAND is required"
+        print("\nStart with: keras-lottery run   (a lottery ticket and its controls, ~1 min)")
+        return 2
     args = parser.parse_args(argv)
     verbose = bool(getattr(args, "verbose", False)) or _verbose_env()
     logging.basicConfig(
