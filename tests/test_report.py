@@ -155,6 +155,7 @@ def test_cli_report_redraws_seeds_and_controls(tmp_path, capsys):
     assert cli_main(["report", str(tmp_path), "--plot", str(tmp_path / "again.png")]) == 0
     out = capsys.readouterr().out
     assert "random" in out and "reinit" in out and "ticket" in out
+    assert "gap vs re-init" in out and "gap vs random" in out  # the run's comparison table
     assert Image.open(tmp_path / "again.png").text["Series"] == "ticket,reinit,random"
     assert (tmp_path / "summary.csv").stat().st_size > 0
 

@@ -34,6 +34,9 @@ def report(args):
     if _has_seed_runs(run_dir):
         summary = report_lib.write_summary(run_dir, plot=False)
         print(report_lib.format_summary(summary))
+        if "ticket" in summary and len(summary) > 1:  # as `keras-lottery run` ends
+            print()
+            print(report_lib.format_comparison(summary))
         plot = report_lib.plot_summary(summary, args.plot or os.path.join(run_dir, "tickets.png"),
                                        title=args.title)
         print(f"summary: {os.path.join(run_dir, 'summary.json')}  plot: {plot}")
