@@ -207,6 +207,10 @@ def _run_case(row, start, held, build, input_shape, flavour, steps, batch, scope
         expected = kl.strip_model(wrapped)(x, training=False).numpy()
         got = np.asarray(lite.predict(x))
         row["tflite_diff"] = float(np.max(np.abs(got - expected)))
+        # untrained deep nets (BatchNorm statistics still at their initial
+        # values) can give huge logits: the difference relative to them
+        row["logit_scale"] = float(np.max(np.abs(expected)))
+        row["tflite_rel_diff"] = row["tflite_diff"] / max(row["logit_scale"], 1e-30)
     row["seconds"] = time.perf_counter() - start
     return row
 
@@ -223,6 +227,9 @@ def format_table(rows):
             remaining = f"{100 * r['prunable']:.1f} / {100 * r['all']:.1f}"
             smallest = f"{100 * r['min_layer']:.1f}"
             diff = f"{r['tflite_diff']:.1e}" if "tflite_diff" in r else "-"
+            if r.get("tflite_diff", 0) > 1e-4 and "logit_scale" in r:
+                diff += (f" (logits up to {r['logit_scale']:.1e}: relative "
+                         f"{r['tflite_rel_diff']:.1e})")
         else:
             message = r["message"].replace("|", "\\|").replace("\n", " ")
             result = f"{r['status']}: {message[:220]}"
