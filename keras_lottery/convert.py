@@ -306,11 +306,37 @@ def _attention_config(layer, config, where):
 _USER_CODE_LAYERS = ("Lambda", "TFSMLayer", "TorchModuleWrapper", "JaxLayer", "FlaxLayer")
 
 
+def _tf_keras_layer_scale():
+    from tf_keras.src.applications.convnext import LayerScale
+
+    return LayerScale
+
+
+# Layers defined inside Keras 3's keras.applications (not among its built-in
+# layers) that tf_keras's applications define with the same config and weights.
+_APPLICATION_LAYERS = {
+    ("keras.src.applications.convnext", "LayerScale"): _tf_keras_layer_scale,
+}
+
+
+def _convert_application_layer(layer, cls, where):
+    config = {k: _convert_object(v, where) for k, v in layer.get_config().items()}
+    config = _filter_kwargs(cls, config, where, source_cls=type(layer))
+    try:
+        return cls.from_config(config)
+    except Exception as err:
+        raise ConversionError(f"{where}: tf_keras could not rebuild it from its config "
+                              f"({type(err).__name__}: {err}).") from err
+
+
 def _convert_layer(layer):
     """A new tf_keras layer equivalent to the Keras 3 `layer` (weights not yet copied)."""
     cls_name = type(layer).__name__
     where = f"Layer {layer.name!r} ({cls_name})"
     module = type(layer).__module__ or ""
+    application_layer = _APPLICATION_LAYERS.get((module, cls_name))
+    if application_layer is not None:
+        return _convert_application_layer(layer, application_layer(), where)
     if not module.startswith("keras.src.layers") and not module.startswith("keras.layers"):
         raise ConversionError(
             f"{where} from `{module}` is not a built-in Keras layer, so it cannot be "

@@ -199,3 +199,20 @@ def test_keras3_lambda_gets_the_not_built_in_error():
                             keras3.layers.Dense(2)])
     with pytest.raises(ConversionError, match="'twice' \\(Lambda\\).*not a built-in layer"):
         to_tf_keras(k3)
+
+
+def test_keras3_convnext_layer_scale_converts():
+    # fails on the old code: LayerScale (keras.src.applications.convnext) "is not
+    # a built-in Keras layer", so Keras 3 ConvNeXt models were refused
+    from keras.src.applications.convnext import LayerScale
+
+    keras3.utils.set_random_seed(5)
+    inputs = keras3.Input((4, 4, 6))
+    x = keras3.layers.Dense(6, name="pw")(inputs)
+    x = LayerScale(0.5, 6, name="scale")(x)
+    k3 = keras3.Model(inputs, keras3.layers.Add()([inputs, x]))
+    k3.get_layer("scale").set_weights([np.linspace(-1.0, 1.0, 6).astype("float32")])
+    model = to_tf_keras(k3)
+    x = np.random.default_rng(0).normal(size=(2, 4, 4, 6)).astype("float32")
+    np.testing.assert_allclose(model(x).numpy(), np.asarray(k3(x)), rtol=1e-6, atol=1e-6)
+    assert len(kl.pruned_layers(kl.IMP(rounds=1, prune_rate=0.5).wrap(k3))) == 1
