@@ -7,13 +7,13 @@ from keras_lottery import report
 from keras_lottery.cli import build_parser, main
 
 
-def test_defaults_train_the_ticket_and_its_reinit_control_with_resume():
+def test_defaults_train_the_ticket_and_both_controls_with_resume():
     args = build_parser().parse_args(["run"])
-    assert args.controls == "reinit" and args.seeds is None and args.eval_every is None
+    assert args.controls == "reinit,random" and args.seeds is None and args.eval_every is None
     assert not args.fresh and args.progress == "auto"
     from keras_lottery.cli.run import parse_controls, steps_per_execution
 
-    assert parse_controls(args.controls) == ("reinit",) and parse_controls("none") == ()
+    assert parse_controls(args.controls) == ("reinit", "random") and parse_controls("none") == ()
     assert steps_per_execution(args) == 25
     # callbacks that act after every batch get every batch
     assert steps_per_execution(build_parser().parse_args(["run", "--check-sparsity", "1"])) == 1
@@ -47,8 +47,11 @@ def test_run_with_controls_and_seeds(tmp_path, capsys):
     assert main(argv) == 0
     assert path.stat().st_mtime_ns == before
     assert "nothing trained" in capsys.readouterr().out
-    # with another training setting the seeds are trained again (the old code kept
-    # the results of --eval-every 3 and reported them as this run's)
+    # with another training setting a seed is trained again (the old code kept the
+    # results of --eval-every 3 and reported them as this run's)
+    path = out / "seed_0" / "reinit" / "imp_report.json"
+    before = path.stat().st_mtime_ns
+    argv[argv.index("--seeds") + 1] = "1"
     assert main(argv[:-5] + ["--quiet", "--out", str(out)]) == 0
     assert path.stat().st_mtime_ns != before
     assert report.read_json(path)["config"]["eval_every"] is None
