@@ -53,6 +53,22 @@ def test_run_on_a_tiny_mnist1d_prints_ticket_vs_controls_and_writes_reports(tmp_
     assert Image.open(out / "tickets.png").text["Series"] == "ticket,reinit,random"
     assert (out / "wrapped_model.keras").exists()
     assert sorted(os.listdir(out / "ticket_masks")) == [f"round_00{r}.npz" for r in range(3)]
+    # the controls trained with the ticket's masks of each round, kept on disk
+    import numpy as np
+
+    import keras_lottery as kl
+    from keras_lottery.experiment import load_round_masks
+
+    saved = load_round_masks(out / "ticket_masks", 2)
+    ticket = kl.load_ticket(out)
+    assert sorted(saved[2]) == sorted(ticket.masks)
+    for name, mask in ticket.masks.items():
+        np.testing.assert_array_equal(saved[2][name], mask, err_msg=name)
+    assert saved[1]["fc1/kernel"].mean() == pytest.approx(0.8, abs=1e-3)
+    for control in ("reinit", "random"):
+        history = json.loads((out / "seed_0" / control / "imp_report.json").read_text())["history"]
+        for row in history:
+            assert row["weights_remaining_by_layer"] == report["history"][row["round"]]["weights_remaining_by_layer"]
 
     assert main(["report", str(out), "--plot", str(tmp_path / "again.png")]) == 0
     assert "early-stop it" in capsys.readouterr().out
