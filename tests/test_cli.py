@@ -12,6 +12,7 @@ from keras_lottery.cli import main
 
 SMALL = ["run", "--num-samples", "600", "--rounds", "2", "--epochs-per-round", "1",
          "--batch-size", "50"]
+TINY = SMALL + ["--controls", "reinit"]
 ONE_ROUND = ["run", "--num-samples", "600", "--rounds", "1", "--epochs-per-round", "1",
              "--batch-size", "50", "--controls", "reinit"]
 
@@ -111,6 +112,45 @@ def test_rerun_resumes_by_default_and_fresh_starts_over(tmp_path, capsys):
     assert main(ONE_ROUND + ["--out", str(out), "--fresh", "--lr", "0.01"]) == 0
     assert json.loads(ticket.read_text())["config"]["lr"] == 0.01
     capsys.readouterr()
+
+
+def test_a_ticket_stopped_mid_run_resumes_and_its_controls_match(tmp_path, capsys, monkeypatch):
+    """Stopped after round 1 (its checkpoint written), the same command finishes the
+    ticket from round 2 and trains the controls with the masks of all rounds: the
+    table equals an uninterrupted run's."""
+    from keras_lottery import experiment
+
+    assert main(TINY + ["--out", str(tmp_path / "whole")]) == 0
+    whole = _table(capsys.readouterr().out)
+    save = experiment.RoundMaskWriter._save
+
+    def stop_at_round_2(self):
+        if self.imp_callback.round == 2:
+            raise RuntimeError("stopped at round 2")
+        save(self)
+
+    monkeypatch.setattr(experiment.RoundMaskWriter, "_save", stop_at_round_2)
+    out = tmp_path / "stopped"
+    with pytest.raises(RuntimeError, match="stopped at round 2"):
+        main(TINY + ["--out", str(out)])
+    capsys.readouterr()
+    monkeypatch.setattr(experiment.RoundMaskWriter, "_save", save)
+    assert main(TINY + ["--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert re.findall(r"^ ticket  round (\d)", printed, re.M) == ["2"]  # rounds 0, 1 not again
+    assert len(re.findall(r"^ reinit  round", printed, re.M)) == 2
+    assert _table(printed) == whole
+
+    def rows(run, series):
+        path = tmp_path / run / ("imp_report.json" if series == "ticket"
+                                 else os.path.join("seed_0", series, "imp_report.json"))
+        return [(r["round"], r["weights_remaining_by_layer"], r["loss"], r["test_loss"])
+                for r in json.loads(path.read_text())["history"]]
+
+    for series in ("ticket", "reinit"):  # exactly: masks, training loss, test loss
+        assert rows("stopped", series) == rows("whole", series), series
+    ticket = {r[0]: r[1] for r in rows("stopped", "ticket")}
+    assert all(r[1] == ticket[r[0]] for r in rows("stopped", "reinit"))  # the ticket's masks
 
 
 def test_controls_none_runs_the_ticket_alone(tmp_path, capsys):
