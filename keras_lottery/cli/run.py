@@ -278,7 +278,10 @@ def steps_per_execution(args):
 
 def run_config(args):
     """The settings recorded in the reports and compared on resume (no output-only flags)."""
-    return {k: v for k, v in vars(args).items() if k not in OUTPUT_ONLY}
+    config = {k: v for k, v in vars(args).items() if k not in OUTPUT_ONLY}
+    if args.dataset == "mnist1d" and args.test_fraction is None:
+        config["test_fraction"] = DEFAULTS["test_fraction"]  # the value used, not "default"
+    return config
 
 
 def progress_mode(args):
