@@ -198,7 +198,7 @@ def _run_case(row, start, held, build, input_shape, flavour, steps, batch, scope
         dead=sorted(n for n, v in by_layer.items() if v == 0.0),
         by_layer=by_layer,
         tensors=len(by_layer),
-        held=held.messages[0].split("held at it: ")[1].split(". Pass")[0] if held.messages else "",
+        held=held.messages[0].split("held at it: ")[1].split(". Pass")[0].rstrip(".") if held.messages else "",
         guard_checks=guard.checks, steps=steps * epochs,
     )
     if export:

@@ -232,11 +232,12 @@ def compute_masks(weights, masks, round_index, prune_rate, scope="layerwise",
             logger.warning(
                 "%s scope, round %d: %d weight tensor(s) would keep less than the "
                 "per-layer floor (%.3g of the layer-wise share, %.3g%% of each tensor) "
-                "and are held at it: %s. Pass scope='erk' for a per-layer allocation "
-                "that keeps every layer alive by design.", scope.capitalize(), round_index,
+                "and are held at it: %s.%s", {"global": "Global", "erk": "ERK"}[scope], round_index,
                 len(held), layer_floor, 100.0 * layer_floor * density,
                 ", ".join(f"{n} ({plain[n]} of {sizes[n]} weights -> {floors[n]})"
-                          for n in held))
+                          for n in held),
+                " Pass scope='erk' for a per-layer allocation that keeps every layer "
+                "alive by design." if scope == "global" else "")
     return {name: new_masks[name] for name in weights}
 
 
