@@ -45,12 +45,12 @@ def register(subparsers):
         description="Iterative magnitude pruning with rewinding on a built-in model, then the "
         "ticket's controls (--controls: the same masks randomly re-initialised, and/or random "
         "masks), each trained like the ticket on batches whose order is a function of "
-        "(--seed, epoch). Prints one table: %% weights remaining, the ticket's test accuracy, "
+        "(--seed, epoch). Prints one table: % weights remaining, the ticket's test accuracy, "
         "each control's, and the gap. The ticket's report (imp_report.json, imp_history.csv) "
         "and its last finished round's wrapped model (wrapped_model.keras) are rewritten "
         "atomically in --out after every round, each control's report in "
         "OUT/seed_<s>/<control>/; summary.json and tickets.png (ticket and controls against "
-        "%% weights) follow. Started again with the same command, a run continues where it "
+        "% weights) follow. Started again with the same command, a run continues where it "
         "stopped (a finished one prints its table and trains nothing); --fresh starts over.",
     )
     p.add_argument("--dataset", default=DEFAULTS["dataset"], choices=["mnist1d", "fashion_mnist"],
