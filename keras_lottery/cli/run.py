@@ -288,11 +288,12 @@ def progress_mode(args):
     return "none" if args.quiet else args.progress
 
 
-def clear_run(out, seeds=False):
+def clear_run(out):
     """`--fresh`: deletes the previous run's files from `out` (only the files a run writes).
 
-    Everything is removed by name (`RUN_FILES`, and with `seeds` the
-    `seed_<s>` folders); any other file in `out` is left alone.
+    Everything is removed by name: `RUN_FILES` and the `seed_<s>` folders
+    (the controls' and the seeds' reports); any other file in `out` is left
+    alone, and a symbolic link is removed, not followed.
 
     Returns:
       The names removed.
@@ -343,7 +344,7 @@ def run_seeds(args):
     train, val, test = load_data(args)
     num_classes = int(train[1].max()) + 1
     if args.fresh:
-        clear_run(args.out, seeds=True)
+        clear_run(args.out)
 
     def build(seed):
         return models.build(args.model, input_shape=train[0].shape[1:], num_classes=num_classes, seed=seed)
