@@ -130,7 +130,7 @@ class IMPCallback(keras.callbacks.Callback):
       schedule: the `IMPSchedule` (rounds, prune rate).
       epochs_per_round: epochs each round trains.
       rewind: rewind point, `"0it"` (θ0, the original LTH), `"500it"`, `"2ep"`.
-      scope: `"layerwise"` or `"global"` magnitude ranking.
+      scope: `"layerwise"`, `"global"` or `"erk"` magnitude ranking.
       layer_rates: optional dict layer name -> per-round rate override.
       test_data: optional `(x, y)` tuple or dataset evaluated at each round's end.
       report_dir: optional folder; `imp_report.json` and `imp_history.csv` are
@@ -143,6 +143,8 @@ class IMPCallback(keras.callbacks.Callback):
         iteration; default None uses the epoch-end `val_loss` only and costs
         nothing per step.
       validation_data: the `(x, y)` or dataset `eval_every` evaluates.
+      layer_floor: in "global" / "erk" scope, the least share of the
+        layer-wise count each kernel keeps (see `masks.compute_masks`).
 
     Raises:
       ValueError: for a bad rewind point (also one past the end of round 0,
@@ -162,7 +164,8 @@ class IMPCallback(keras.callbacks.Callback):
 
     def __init__(self, schedule, epochs_per_round, rewind="0it", scope="layerwise",
                  layer_rates=None, test_data=None, report_dir=None, verbose=1,
-                 run_config=None, eval_every=None, validation_data=None):
+                 run_config=None, eval_every=None, validation_data=None,
+                 layer_floor=masks_lib.LAYER_FLOOR):
         super().__init__()
         # The batch hook never reads `logs`: let Keras pass them as tensors
         # instead of copying them to NumPy (a host sync) after every step.
@@ -182,6 +185,7 @@ class IMPCallback(keras.callbacks.Callback):
                 f"({self.epochs_per_round} epochs). Rewind to at most "
                 f"'{self.epochs_per_round}ep', or train longer per round.")
         self.scope = scope
+        self.layer_floor = float(layer_floor)
         self.layer_rates = dict(layer_rates or {})
         from keras_lottery.data import check_labelled
 
@@ -386,7 +390,8 @@ class IMPCallback(keras.callbacks.Callback):
         current = masks_lib.read_masks(self.model)
         new_masks = masks_lib.compute_masks(
             weights, current, self.round, self.schedule.prune_rate, self.scope,
-            self.layer_rates, {w.name: w.layer_name for w in entries})
+            self.layer_rates, {w.name: w.layer_name for w in entries},
+            layer_floor=self.layer_floor)
         masks_lib.write_masks(self.model, new_masks)
         self.theta_k.restore(self.model, new_masks)
         reset_optimizer(self.model.optimizer, self.theta_k.step)

@@ -26,10 +26,15 @@ class IMP:
       prune_rate: fraction of surviving weights pruned per round, in (0, 1).
       rewind: where survivors are reset to: `"0it"` (θ0, the original lottery
         ticket), `"500it"` (iterations) or `"2ep"` (epochs).
-      scope: `"layerwise"` (each layer keeps the same fraction) or `"global"`
+      scope: `"layerwise"` (each layer keeps the same fraction), `"global"`
         (one magnitude threshold across layers; the papers use it for deep
-        networks).
+        networks) or `"erk"` (Erdős–Rényi-kernel per-layer densities, then
+        magnitude within each layer; see docs/concepts/masks.md).
       layer_rates: optional dict layer name -> per-round rate for that layer.
+      layer_floor: in "global" / "erk" scope, the least share of the
+        layer-wise count each kernel keeps (default `masks.LAYER_FLOOR`,
+        0.1), so one global threshold never empties a layer; 0 keeps only
+        the one-weight minimum.
       output_layer_rate: optional rate for the output layer(s): each pruned
         layer that feeds a model output (the papers prune the output layer
         at half the rate of the others); see `rates_for`.
@@ -49,7 +54,7 @@ class IMP:
     """
 
     def __init__(self, rounds, prune_rate, rewind="0it", scope="layerwise",
-                 layer_rates=None, output_layer_rate=None):
+                 layer_rates=None, output_layer_rate=None, layer_floor=masks_lib.LAYER_FLOOR):
         self.schedule = IMPSchedule(rounds, prune_rate)
         self.rewind = parse_rewind(rewind)
         if scope not in masks_lib.SCOPES:
@@ -60,6 +65,9 @@ class IMP:
             if rate is not None and (not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0):
                 raise ValueError(f"Per-layer rate for {name!r} must be in [0, 1), got {rate!r}.")
         self.output_layer_rate = output_layer_rate
+        if not isinstance(layer_floor, (int, float)) or not 0.0 <= layer_floor <= 1.0:
+            raise ValueError(f"layer_floor must be in [0, 1], got {layer_floor!r}.")
+        self.layer_floor = float(layer_floor)
         self.epochs_per_round = None
         self._callback = None
         self._model = None
@@ -174,6 +182,7 @@ class IMP:
                              "result to fit's `epochs`).")
         self._callback = IMPCallback(
             self.schedule, self.epochs_per_round, rewind=self.rewind, scope=self.scope,
+            layer_floor=self.layer_floor,
             layer_rates=self.rates_for(self._model) if self._model is not None else self.layer_rates,
             test_data=test_data, report_dir=report_dir,
             verbose=verbose, run_config=run_config, eval_every=eval_every,
@@ -249,6 +258,7 @@ class IMP:
             "scope": self.scope,
             "layer_rates": dict(self.layer_rates),
             "output_layer_rate": self.output_layer_rate,
+            "layer_floor": self.layer_floor,
         }
 
     @classmethod

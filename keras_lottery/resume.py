@@ -153,6 +153,7 @@ def _settings(imp_callback, model):
         "prune_rate": imp_callback.schedule.prune_rate,
         "rewind": str(imp_callback.rewind),
         "scope": imp_callback.scope,
+        "layer_floor": imp_callback.layer_floor,
         "layer_rates": {k: float(v) for k, v in sorted(imp_callback.layer_rates.items())},
         "epochs_per_round": imp_callback.epochs_per_round,
         "steps_per_epoch": state["steps_per_epoch"],

@@ -99,3 +99,29 @@ def test_config_round_trips():
     imp = kl.IMP(rounds=4, prune_rate=0.25, rewind="2ep", scope="global", layer_rates={"fc1": 0.1})
     again = kl.IMP.from_config(imp.get_config())
     assert again.get_config() == imp.get_config()
+
+
+@pytest.mark.parametrize("floor", [0.0, 0.5])
+def test_layer_floor_reaches_the_global_ranking(tiny_data, floor):
+    """A layer of tiny weights is emptied by one global threshold unless floored."""
+    (x, y), _, _ = tiny_data
+    base = small_mlp(0)
+    kernel, bias = base.layers[1].get_weights()
+    base.layers[1].set_weights([kernel * 1e-4, bias])
+    # 2 rounds at 50%: 25% of 1952 weights is fewer than the other kernels hold
+    imp = kl.IMP(rounds=2, prune_rate=0.5, scope="global", layer_floor=floor)
+    assert kl.IMP.from_config(imp.get_config()).layer_floor == floor
+    model = imp.wrap(base)
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    epochs = imp.epochs(per_round=1)
+    model.fit(x, y, batch_size=60, epochs=epochs, callbacks=imp.callbacks(verbose=0), verbose=0)
+    first = kl.sparsity_by_layer(model)[f"{base.layers[1].name}/kernel"]
+    size = base.layers[1].get_weights()[0].size
+    assert first * size >= max(1, int(floor * 0.25 * size))
+    if floor == 0.0:
+        assert round(first * size) == 1  # only the one-weight minimum
+
+
+def test_bad_layer_floor_is_refused():
+    with pytest.raises(ValueError, match="layer_floor"):
+        kl.IMP(rounds=1, prune_rate=0.5, layer_floor=1.5)
