@@ -33,6 +33,7 @@ __all__ = [
 TABLE_COLUMNS = [
     ("round", "round", "{:d}"),
     ("weights_remaining", "% weights", "{:.1%}"),
+    ("all_weights_remaining", "% all params", "{:.1%}"),
     ("val_accuracy", "val acc", "{:.4f}"),
     ("test_accuracy", "test acc", "{:.4f}"),
     ("early_stop_iteration", "early-stop it", "{:d}"),
