@@ -235,31 +235,23 @@ def test_rewind_past_round_zero_fails_before_any_step(tiny_data_module):
     assert int(model.optimizer.iterations.numpy()) == 0
 
 
-def test_reusing_a_finished_callback_is_refused(tiny_data_module):
-    (x, y), _, _ = tiny_data_module
-    imp = kl.IMP(rounds=1, prune_rate=0.2)
-    model = compile_model(imp.wrap(small_mlp()))
-    epochs = imp.epochs(per_round=1)
-    callbacks = imp.callbacks(verbose=0)
-    model.fit(x, y, batch_size=BATCH, epochs=epochs, callbacks=callbacks, verbose=0)
-    masks = kl.read_masks(model)
-    with pytest.raises(ValueError, match="already run"):
-        model.fit(x, y, batch_size=BATCH, epochs=2, callbacks=callbacks, verbose=0)
-    after = kl.read_masks(model)
-    assert all(np.array_equal(masks[k], after[k]) for k in masks)
-
-
-def test_fresh_callbacks_on_a_pruned_model_are_refused(tiny_data_module):
-    """What the second-fit error used to suggest: it took the ticket as θ0."""
+@pytest.mark.parametrize("again, match", [
+    ("same callbacks", "already run"),
+    # what the "already run" error used to suggest; it took the ticket as θ0
+    ("fresh callbacks", "already pruned"),
+])
+def test_a_second_imp_fit_on_the_same_model_is_refused(tiny_data_module, again, match):
     (x, y), _, _ = tiny_data_module
     imp = kl.IMP(rounds=1, prune_rate=0.5)
     model = compile_model(imp.wrap(small_mlp(0)))
     epochs = imp.epochs(per_round=1)
-    model.fit(x, y, batch_size=BATCH, epochs=epochs, callbacks=imp.callbacks(verbose=0), verbose=0)
+    callbacks = imp.callbacks(verbose=0)
+    model.fit(x, y, batch_size=BATCH, epochs=epochs, callbacks=callbacks, verbose=0)
     masks = kl.read_masks(model)
-    with pytest.raises(ValueError, match="already pruned"):
-        model.fit(x, y, batch_size=BATCH, epochs=epochs, callbacks=imp.callbacks(verbose=0),
-                  verbose=0)
+    if again == "fresh callbacks":
+        callbacks = imp.callbacks(verbose=0)
+    with pytest.raises(ValueError, match=match):
+        model.fit(x, y, batch_size=BATCH, epochs=epochs, callbacks=callbacks, verbose=0)
     after = kl.read_masks(model)
     assert all(np.array_equal(masks[k], after[k]) for k in masks)
 

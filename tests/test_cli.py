@@ -347,3 +347,13 @@ def test_check_sparsity_puts_a_per_batch_guard_on_the_run(tmp_path, capsys, monk
 
     with pytest.raises(SparsityViolation, match="after training step"):
         main(args + ["--out", str(tmp_path / "leak")])
+
+
+def test_cli_choices_match_the_package():
+    """The CLI spells these out so that --help imports no TensorFlow."""
+    from keras_lottery import masks, models
+    from keras_lottery.cli import _args
+
+    assert _args.SCOPES == masks.SCOPES
+    for name in _args.MODELS:
+        assert models.build(name, input_shape=(16, 16, 1) if name != "lenet" else (8,)) is not None

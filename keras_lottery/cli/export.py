@@ -2,6 +2,8 @@
 
 import os
 
+from keras_lottery.cli._args import add_local_data_args
+
 FORMATS = ["savedmodel", "keras", "h5", "tflite", "all"]
 
 
@@ -41,9 +43,8 @@ def register(subparsers):
                    "fused sequence ops; the file takes batches of N only)")
     p.add_argument("--representative", default=None, metavar="X.npy",
                    help="calibration inputs for --int8 (default: the run's training data)")
-    p.add_argument("--dataset", default=None, choices=["mnist1d", "fashion_mnist"],
-                   help="dataset for calibration / the report when RUN_OR_MODEL is a model file")
-    p.add_argument("--data-dir", default=None, help="folder with Fashion-MNIST IDX .gz files")
+    add_local_data_args(p, None, "dataset for calibration / the report when RUN_OR_MODEL is a "
+                        "model file")
     p.add_argument("--dense", default=None, metavar="MODEL",
                    help="all: dense model file to compare against (default: the ticket "
                    "with its zeros refilled at random, for sizes and latency only)")

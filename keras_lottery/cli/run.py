@@ -7,6 +7,8 @@ import os
 import shutil
 import time
 
+from keras_lottery.cli._args import SCOPES, add_local_data_args, add_model_arg
+
 logger = logging.getLogger("keras_lottery")
 
 DEFAULTS = dict(
@@ -53,18 +55,14 @@ def register(subparsers):
         "% weights) follow. Started again with the same command, a run continues where it "
         "stopped (a finished one prints its table and trains nothing); --fresh starts over.",
     )
-    p.add_argument("--dataset", default=DEFAULTS["dataset"], choices=["mnist1d", "fashion_mnist"],
-                   help="local dataset (default: %(default)s, generated locally)")
-    p.add_argument("--data-dir", default=None, help="folder with Fashion-MNIST IDX .gz files")
-    p.add_argument("--model", default=DEFAULTS["model"],
-                   choices=["lenet", "conv2", "conv4", "conv6", "resnet20", "vgg16"],
-                   help="network (default: %(default)s = LeNet-300-100)")
+    add_local_data_args(p, DEFAULTS["dataset"], "local dataset (default: %(default)s, generated locally)")
+    add_model_arg(p, DEFAULTS["model"], "network (default: %(default)s = LeNet-300-100)")
     p.add_argument("--rounds", type=int, default=DEFAULTS["rounds"], help="pruning rounds after the dense round 0 (default: %(default)s)")
     p.add_argument("--prune-rate", type=float, default=DEFAULTS["prune_rate"], help="fraction of surviving weights pruned per round (default: %(default)s)")
     p.add_argument("--output-rate", type=float, default=DEFAULTS["output_rate"],
                    help="per-round rate of the output layer (default: %(default)s, half the rate as in the paper; negative: same as --prune-rate)")
     p.add_argument("--rewind", default=DEFAULTS["rewind"], help="rewind point: 0it (θ0), 500it, 2ep (default: %(default)s)")
-    p.add_argument("--scope", default=None, choices=["layerwise", "global", "erk"],
+    p.add_argument("--scope", default=None, choices=list(SCOPES),
                    help="magnitude ranking scope (default: global for the deep nets resnet20/vgg16, "
                    f"as in the papers; {DEFAULTS['scope']} otherwise)")
     p.add_argument("--epochs-per-round", type=int, default=DEFAULTS["epochs_per_round"], help="epochs trained in each round (default: %(default)s)")

@@ -4,6 +4,8 @@ import logging
 import os
 import time
 
+from keras_lottery.cli._args import add_local_data_args, add_model_arg
+
 logger = logging.getLogger("keras_lottery")
 
 DEFAULTS = dict(
@@ -35,12 +37,8 @@ def register(subparsers):
         "--threshold, and writes stability.json, instability.png and paths.png to --out. "
         "Batch-norm statistics are recomputed on training batches at every point.",
     )
-    p.add_argument("--dataset", default=DEFAULTS["dataset"], choices=["mnist1d", "fashion_mnist"],
-                   help="local dataset (default: %(default)s)")
-    p.add_argument("--data-dir", default=None, help="folder with Fashion-MNIST IDX .gz files")
-    p.add_argument("--model", default=DEFAULTS["model"],
-                   choices=["lenet", "conv2", "conv4", "conv6", "resnet20", "vgg16"],
-                   help="network (default: %(default)s)")
+    add_local_data_args(p, DEFAULTS["dataset"], "local dataset (default: %(default)s)")
+    add_model_arg(p, DEFAULTS["model"], "network (default: %(default)s)")
     p.add_argument("--candidates", default=DEFAULTS["candidates"],
                    help="comma-separated rewind points k (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"],

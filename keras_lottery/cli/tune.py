@@ -4,6 +4,8 @@ import logging
 import os
 import time
 
+from keras_lottery.cli._args import MODELS, SCOPES, add_model_arg
+
 logger = logging.getLogger("keras_lottery")
 
 TUNER_CHOICES = ("random", "hyperband", "bayesian")
@@ -39,8 +41,7 @@ def register(subparsers):
     p.add_argument("--data-dir", default=None, help="tfds data folder / folder with the Fashion-MNIST IDX files")
     p.add_argument("--num-samples", type=int, default=5000, help="MNIST-1D examples, train+test (default: %(default)s)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="training data held out for validation (default: %(default)s)")
-    p.add_argument("--model", default="lenet", choices=["lenet", "conv2", "conv4", "conv6"],
-                   help="network (default: %(default)s)")
+    add_model_arg(p, "lenet", "network (default: %(default)s)", choices=MODELS[:4])
     p.add_argument("--target", type=float, default=0.1, help="weights remaining of the ticket, in (0, 1) (default: %(default)s)")
     p.add_argument("--tuner", default="random", choices=TUNER_CHOICES, help="keras-tuner algorithm (default: %(default)s)")
     p.add_argument("--max-trials", type=int, default=6, help="trials for random / bayesian (default: %(default)s)")
@@ -57,7 +58,7 @@ def register(subparsers):
     p.add_argument("--epochs-per-round", type=int, default=3, help="epochs each round trains (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=60, help="(default: %(default)s)")
     p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="(default: %(default)s)")
-    p.add_argument("--scope", default="layerwise", choices=["layerwise", "global"], help="(default: %(default)s)")
+    p.add_argument("--scope", default="layerwise", choices=list(SCOPES), help="(default: %(default)s)")
     p.add_argument("--output-rate", type=float, default=None,
                    help="per-round rate of the output layer (default: same as the others)")
     p.add_argument("--objective", default="val_accuracy",
