@@ -4,7 +4,9 @@ The CPU is split into two logical devices before TensorFlow initializes, so
 MirroredStrategy tests run on any machine; single-device code uses /CPU:0.
 """
 
+import importlib.util
 import os
+import pathlib
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -76,3 +78,31 @@ def compile_model(model, optimizer=None):
         ["accuracy"],
     )
     return model
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def load_script(relative_path, name=None):
+    """Imports a runnable script of the repository (bench/, examples/) as a module.
+
+    Args:
+      relative_path: the script's path from the repository root, e.g. "bench/zoo.py".
+      name: the module name (default: the file's stem).
+    """
+    path = ROOT / relative_path
+    spec = importlib.util.spec_from_file_location(name or path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def snapshot(folder):
+    """relative path -> bytes of every file under `folder`."""
+    out = {}
+    for d, _, files in os.walk(folder):
+        for f in files:
+            full = os.path.join(d, f)
+            with open(full, "rb") as fh:
+                out[os.path.relpath(full, folder)] = fh.read()
+    return out

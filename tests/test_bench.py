@@ -1,30 +1,24 @@
 """bench/bench_imp.py in tiny mode: its accounting (not its timings), and the
 wrapper bypass that makes IMP's training step cheap."""
 
-import importlib.util
 import json
-import pathlib
 
 import numpy as np
 import pytest
 import tensorflow_model_optimization as tfmot
 
-from conftest import compile_model, small_mlp
+from conftest import compile_model, load_script, small_mlp
 
 import keras_lottery as kl
 from keras_lottery.wrap import bypass_wrapper_ops, pruned_layers, restore_wrapper_ops
 
-BENCH = pathlib.Path(__file__).resolve().parents[1] / "bench" / "bench_imp.py"
 LENET_KERNELS = 784 * 300 + 300 * 100 + 100 * 10
 LENET_PARAMS = LENET_KERNELS + 300 + 100 + 10
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_imp", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/bench_imp.py")
 
 
 @pytest.fixture(scope="module")
@@ -163,11 +157,7 @@ def test_bypass_wrapper_ops_keeps_outputs_and_touches_imp_wrappers_only(tiny_dat
 
 
 def test_guard_bench_runs_and_checks_pruned_weights(capsys):
-    spec = importlib.util.spec_from_file_location(
-        "bench_guard", BENCH.parent / "bench_guard.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main(["--tiny"])
+    load_script("bench/bench_guard.py").main(["--tiny"])
     lines = capsys.readouterr().out.splitlines()
     rows = {line.split()[0]: float(line.split()[-1]) for line in lines[1:]}
     assert set(rows) == {"no", "every=100", "every=10", "every=1"}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import small_mlp
+from conftest import small_mlp, snapshot
 
 import keras_lottery as kl
 from keras_lottery import export
@@ -118,16 +118,6 @@ def test_errors_are_clear_and_leave_nothing(tmp_path, capsys):
     assert main(["export", os.fspath(dense_path), "--format", "tflite", "--allow-dense",
                  "--out", os.fspath(out)]) == 0
     assert sorted(os.listdir(tmp_path / "out")) == ["d.tflite"]
-
-
-def snapshot(folder):
-    out = {}
-    for d, _, files in os.walk(folder):
-        for f in files:
-            full = os.path.join(d, f)
-            with open(full, "rb") as fh:
-                out[os.path.relpath(full, folder)] = fh.read()
-    return out
 
 
 def test_truncated_model_file_is_named(tmp_path, capsys):

@@ -14,6 +14,8 @@ optimizer, every precision with several optimizers and layer types, and
 MirroredStrategy with several of each.
 """
 
+import contextlib
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -124,14 +126,6 @@ def _oracle_initial_values(opt, model):
     return values, (None if extra is None else extra.numpy()), copies
 
 
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
 class ExactnessProbe(keras.callbacks.Callback):
     """After each rewind: survivors == θk ⊙ m, optimizer state == initial, step == k."""
 
@@ -182,7 +176,7 @@ class ExactnessProbe(keras.callbacks.Callback):
 def run_case(kind, opt_name, policy="float32", head="dense", strategy=None, seed=0):
     keras.mixed_precision.set_global_policy(policy)
     try:
-        scope = strategy.scope() if strategy is not None else _null()
+        scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
         with scope:
             imp = kl.IMP(rounds=2, prune_rate=0.5, rewind=f"{K}it")
             model = imp.wrap(_model(kind, head, seed))

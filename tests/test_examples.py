@@ -1,21 +1,17 @@
 """The Fashion-MNIST examples run end to end on a few hundred examples."""
 
-import importlib.util
-import os
 
 import pytest
 from PIL import Image
 
 from keras_lottery import data, report
 
-EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+from conftest import load_script
+
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(EXAMPLES, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"examples/{name}.py")
 
 
 def _need_fashion_mnist():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import compile_model, small_mlp
+from conftest import compile_model, small_mlp, snapshot
 
 import keras_lottery as kl
 from keras_lottery import export
@@ -268,17 +268,6 @@ def _dense_on_2_features():
 
 
 # -- atomic exports --------------------------------------------------------------------
-
-
-def snapshot(folder):
-    """relative path -> bytes of every file under `folder`."""
-    out = {}
-    for d, _, files in os.walk(folder):
-        for f in files:
-            full = os.path.join(d, f)
-            with open(full, "rb") as fh:
-                out[os.path.relpath(full, folder)] = fh.read()
-    return out
 
 
 def small_report(model, test, out_dir, formats):

@@ -1,20 +1,18 @@
 """Instability analysis, BN handling, stability to pruning, rewind-point search."""
 
-import importlib.util
 import json
 import os
 
 import numpy as np
 import pytest
 
-from conftest import compile_model, small_mlp
+from conftest import compile_model, load_script, small_mlp
 from keras_lottery import masks as masks_lib
 from keras_lottery import stability
 from keras_lottery._keras import keras
 from keras_lottery.schedule import IMPSchedule
 from keras_lottery.wrap import wrap_model
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _weights(model):
@@ -244,10 +242,7 @@ def test_search_picks_the_earliest_stable_k(tiny_data, tmp_path):
 
 
 def test_short_example_runs(tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "late_rewinding_resnet20", os.path.join(ROOT, "examples", "late_rewinding_resnet20.py"))
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+    example = load_script("examples/late_rewinding_resnet20.py")
     out = tmp_path / "run"
     assert example.main(["--short", "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())

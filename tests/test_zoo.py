@@ -4,26 +4,22 @@ round at 50% with every pruned weight checked after every batch, and a sparse
 TFLite export whose logits match Keras. Marked `zoo` (pytest -m zoo runs only
 these, -m "not zoo" skips them)."""
 
-import importlib.util
 import logging
-import pathlib
 
 import numpy as np
 import pytest
 
 import keras_lottery as kl
 
-BENCH = pathlib.Path(__file__).resolve().parents[1] / "bench" / "zoo.py"
+from conftest import load_script
+
 
 pytestmark = pytest.mark.zoo
 
 
 @pytest.fixture(scope="module")
 def zoo():
-    spec = importlib.util.spec_from_file_location("zoo_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/zoo.py", "zoo_bench")
 
 
 def _keras3():
