@@ -264,7 +264,7 @@ class IMPCallback(keras.callbacks.Callback):
                 f"that is a multiple of {per_execution}, or compile with a "
                 "steps_per_execution that divides it.")
         masks_lib.attach_mask_constraints(self.model)
-        self.optimizer_state = capture_optimizer_state(self.model.optimizer, self.model)
+        capture_optimizer_state(self.model.optimizer, self.model)
         legacy = is_legacy_optimizer(self.model.optimizer)
         if self.bypass_wrapper_ops:
             bypass_wrapper_ops(self.model, dense_embedding_gradients=legacy)

@@ -9,7 +9,7 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
-from keras_lottery.masks import prunable_weights
+from keras_lottery.masks import apply_masks, prunable_weights
 from keras_lottery.schedule import parse_rewind
 from keras_lottery.wrap import pruned_layers
 
@@ -136,9 +136,8 @@ def build_optimizer(optimizer, model):
         build_optimizer(inner, model)
         return
     strategy = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
-    # Under the model's strategy: Keras' callbacks run outside it, and state
-    # an optimizer creates as a plain tf.Variable (Nadam's `_u_product`)
-    # would otherwise be one variable shared by every replica.
+    # Under the model's strategy, as fit creates the state: a call from outside
+    # fit (a script, a test) would otherwise create plain, unmirrored variables.
     with strategy.scope():
         if hasattr(optimizer, "_create_all_weights"):  # legacy (OptimizerV2) API
             optimizer._create_all_weights(_trainable(model))
@@ -247,9 +246,14 @@ class OptimizerInitialState:
             recorded ones (another model's optimizer).
         """
         base = _base_optimizer(optimizer)
-        if self.values and not _resettable(base):
-            build_optimizer(optimizer, self.var_list)  # rewound before its first step
         live = _resettable(base)
+        if not live:
+            # Rewound before its first step (a control entering round 1): Keras
+            # creates the state at its initial values inside that step. Creating
+            # it here instead, from a callback, is what made Nadam diverge under
+            # MirroredStrategy (see `capture`).
+            optimizer.iterations.assign(step)
+            return
         if len(live) != len(self.values):
             raise RuntimeError(
                 f"The optimizer has {len(live)} state variables, {len(self.values)} "
@@ -288,9 +292,8 @@ def mask_moving_averages(optimizer, model):
         if index is None:
             continue
         average = base._model_variables_moving_average[index]
-        mask = tf.cast(w.mask, average.dtype)
-        average.assign(average * mask)
-        w.weight.assign(w.weight * tf.cast(w.mask, w.weight.dtype))
+        average.assign(average * tf.cast(w.mask, average.dtype))
+    apply_masks(model)
 
 
 _INITIAL_STATES = weakref.WeakKeyDictionary()
