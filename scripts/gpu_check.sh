@@ -59,13 +59,20 @@ x = rng.normal(size=(n, 32, 32, 3)).astype("float32")
 y = rng.integers(0, 10, size=n)
 print(f"device: {'GPU' if tf.config.list_physical_devices('GPU') else 'CPU'}; "
       f"Conv-4, {n} synthetic 32x32x3 examples, batch 128, 3 rounds x 1 epoch")
-for policy in ("float32", "mixed_float16"):
+
+
+def conv4_imp(policy):
+    """A wrapped, compiled Conv-4 under `policy`, its IMP and the epochs to fit."""
     keras.mixed_precision.set_global_policy(policy)
     imp = kl.IMP(rounds=2, prune_rate=0.2, rewind="0it", scope="global")
     model = imp.wrap(kl.models.build("conv4", input_shape=(32, 32, 3), seed=0))
     model.compile(keras.optimizers.SGD(0.01, momentum=0.9),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"])
-    epochs = imp.epochs(per_round=1)
+    return imp, model, imp.epochs(per_round=1)
+
+
+for policy in ("float32", "mixed_float16"):
+    imp, model, epochs = conv4_imp(policy)
     start = time.perf_counter()
     model.fit(x, y, batch_size=128, epochs=epochs, callbacks=imp.callbacks(verbose=0), verbose=0)
     total = time.perf_counter() - start
@@ -77,12 +84,7 @@ for policy in ("float32", "mixed_float16"):
 # epoch-end re-masking (a check after fit would always pass).
 failed = False
 for policy in ("float32", "mixed_float16"):
-    keras.mixed_precision.set_global_policy(policy)
-    imp = kl.IMP(rounds=2, prune_rate=0.2, rewind="0it", scope="global")
-    model = imp.wrap(kl.models.build("conv4", input_shape=(32, 32, 3), seed=0))
-    model.compile(keras.optimizers.SGD(0.01, momentum=0.9),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"])
-    epochs = imp.epochs(per_round=1)
+    imp, model, epochs = conv4_imp(policy)
     callbacks = imp.callbacks(verbose=0, check_sparsity=1)
     guard = next(cb for cb in callbacks if isinstance(cb, kl.SparsityGuard))
     try:
