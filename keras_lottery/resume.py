@@ -59,7 +59,7 @@ import tensorflow as tf
 from keras_lottery import report as report_lib
 from keras_lottery._keras import keras
 from keras_lottery.callback import IMPCallback, is_chief
-from keras_lottery.rewind import WeightSnapshot, build_optimizer, optimizer_variables
+from keras_lottery.rewind import WeightSnapshot, base_optimizer, build_optimizer, optimizer_variables
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -368,7 +368,7 @@ def _refuse_unresumable_optimizer(model):
     NaN. The legacy Nadam keeps it as an ONLY_FIRST_REPLICA slot and resumes
     fine.
     """
-    optimizer = getattr(model.optimizer, "inner_optimizer", None) or model.optimizer
+    optimizer = base_optimizer(model.optimizer)
     replicas = getattr(model.distribute_strategy, "num_replicas_in_sync", 1)
     if isinstance(optimizer, keras.optimizers.Nadam) and replicas > 1:
         raise ValueError(

@@ -16,6 +16,7 @@ from keras_lottery.wrap import pruned_layers
 __all__ = [
     "OptimizerInitialState",
     "WeightSnapshot",
+    "base_optimizer",
     "build_optimizer",
     "capture_optimizer_state",
     "is_legacy_optimizer",
@@ -131,23 +132,21 @@ def build_optimizer(optimizer, model):
       optimizer: a tf_keras optimizer (current or legacy API).
       model: the model it trains, or a list of the variables it trains.
     """
-    inner = getattr(optimizer, "inner_optimizer", None)
-    if inner is not None:
-        build_optimizer(inner, model)
-        return
+    base = base_optimizer(optimizer)
     strategy = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
     # Under the model's strategy, as fit creates the state: a call from outside
     # fit (a script, a test) would otherwise create plain, unmirrored variables.
     with strategy.scope():
-        if hasattr(optimizer, "_create_all_weights"):  # legacy (OptimizerV2) API
-            optimizer._create_all_weights(_trainable(model))
-        elif not getattr(optimizer, "_built", False):
-            optimizer.build(_trainable(model))
+        if is_legacy_optimizer(base):
+            base._create_all_weights(_trainable(model))
+        elif not getattr(base, "_built", False):
+            base.build(_trainable(model))
 
 
-def _base_optimizer(optimizer):
+def base_optimizer(optimizer):
+    """The optimizer that holds the state: the inner one of a `LossScaleOptimizer`."""
     inner = getattr(optimizer, "inner_optimizer", None)
-    return optimizer if inner is None else _base_optimizer(inner)
+    return optimizer if inner is None else base_optimizer(inner)
 
 
 def _extra_state(optimizer):
@@ -158,7 +157,7 @@ def _extra_state(optimizer):
     """
     found = []
     for attr in ("_u_product",):
-        value = getattr(_base_optimizer(optimizer), attr, None)
+        value = getattr(base_optimizer(optimizer), attr, None)
         if value is not None and hasattr(value, "assign"):
             found.append(value)
     return found
@@ -170,7 +169,7 @@ def _resettable(optimizer):
     Slots and extra state (see `_extra_state`), without the step counter and
     without `use_ema`'s moving averages (reset to the model's variables).
     """
-    base = _base_optimizer(optimizer)
+    base = base_optimizer(optimizer)
     iterations = base.iterations
     ema = {id(v) for v in getattr(base, "_model_variables_moving_average", None) or []}
     return [v for v in optimizer_variables(base) + _extra_state(base)
@@ -231,7 +230,7 @@ class OptimizerInitialState:
             already have taken steps (the shadow starts fresh).
           model: the model it trains, or a list of the variables it trains.
         """
-        base = _base_optimizer(optimizer)
+        base = base_optimizer(optimizer)
         var_list = _trainable(model)
         shadow = type(base).from_config(base.get_config())
         copies = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False) for v in var_list]
@@ -245,7 +244,7 @@ class OptimizerInitialState:
           RuntimeError: if the optimizer's variables do not correspond to the
             recorded ones (another model's optimizer).
         """
-        base = _base_optimizer(optimizer)
+        base = base_optimizer(optimizer)
         live = _resettable(base)
         if not live:
             # Rewound before its first step (a control entering round 1): Keras
@@ -272,7 +271,7 @@ class OptimizerInitialState:
 
 def is_legacy_optimizer(optimizer):
     """True for `keras.optimizers.legacy.*` (OptimizerV2), also inside a loss scaler."""
-    return hasattr(_base_optimizer(optimizer), "_create_all_weights")
+    return hasattr(base_optimizer(optimizer), "_create_all_weights")
 
 
 def mask_moving_averages(optimizer, model):
@@ -284,7 +283,7 @@ def mask_moving_averages(optimizer, model):
     the model (`finalize_variable_values`). Called by `IMPCallback` when fit
     ends. A no-op without `use_ema`.
     """
-    base = _base_optimizer(optimizer)
+    base = base_optimizer(optimizer)
     if not getattr(base, "use_ema", False) or not getattr(base, "_built", False):
         return
     for w in prunable_weights(model):
