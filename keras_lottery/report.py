@@ -8,12 +8,14 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 
 __all__ = [
     "atomic_path",
     "atomic_write",
+    "remove_stale_temporaries",
     "write_json",
     "read_json",
     "write_csv",
@@ -92,6 +94,41 @@ def atomic_path(path, write):
         elif os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+# `atomic_path`'s temporary names: ".tmp-" + mkstemp's 8 random characters + "-" + the name
+_TEMPORARY = re.compile(r"^\.tmp-[a-z0-9_]{8}-.+$")
+
+
+def remove_stale_temporaries(folder):
+    """Removes the temporary files that a killed writer left in `folder` and below.
+
+    `atomic_path` writes to ".tmp-XXXXXXXX-<name>" beside its target and renames
+    it; a process killed with SIGKILL in between (no cleanup can run) leaves
+    that file behind. `keras-lottery run` calls this as it starts, before it
+    writes anything; only names of that exact form are removed, so nothing a
+    user put in the folder is touched. Do not call it while another process
+    writes into `folder`.
+
+    Args:
+      folder: a run's output folder (a missing folder is fine).
+
+    Returns:
+      The removed paths, relative to `folder`.
+    """
+    removed = []
+    for root, dirs, files in os.walk(os.fspath(folder)):
+        for name in sorted(files) + sorted(dirs):
+            if not _TEMPORARY.match(name):
+                continue
+            path = os.path.join(root, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+                dirs.remove(name)
+            else:
+                os.remove(path)
+            removed.append(os.path.relpath(path, folder))
+    return removed
 
 
 def atomic_write(path, data, mode="w"):

@@ -83,9 +83,16 @@ def test_rerun_resumes_by_default_and_fresh_starts_over(tmp_path, capsys):
     ticket, reinit = out / "imp_report.json", out / "seed_0" / "reinit" / "imp_report.json"
     before = {p: _mtime(p) for p in (ticket, reinit, out / "wrapped_model.keras")}
 
+    # what SIGKILL leaves between atomic_path's write and rename: a temporary file
+    # (a name of that form, and a user's file that only looks like one)
+    stale = [out / ".tmp-k1ll3d_x-wrapped_model.keras", out / "seed_0" / ".tmp-abcdefgh-imp_report.json"]
+    for path in stale + [out / ".tmp-mine.txt"]:
+        path.write_text("half-written")
+
     # the same command again (and with the old --resume flag): the table, nothing trained
     for extra in ([], ["--resume"]):
         assert main(ONE_ROUND + ["--out", str(out)] + extra) == 0
+        assert not any(p.exists() for p in stale) and (out / ".tmp-mine.txt").exists()
         printed = capsys.readouterr().out
         assert "nothing trained" in printed and " round " not in printed
         assert _table(printed) == table

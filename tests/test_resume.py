@@ -360,16 +360,6 @@ def _start_cli(out, *flags):
     return proc
 
 
-def _wait_until(proc, ready, what):
-    deadline = time.monotonic() + imp_job.JOB_TIMEOUT
-    while not ready():
-        if proc.poll() is not None:
-            raise AssertionError(f"run ended (rc={proc.returncode}) before {what}:\n"
-                                 + imp_job.log_tail(proc))
-        assert time.monotonic() < deadline, f"no {what} after {imp_job.JOB_TIMEOUT} s"
-        time.sleep(0.02)
-
-
 def _log_has(proc, text):
     with open(proc.log_path) as f:
         return text in f.read()
@@ -412,12 +402,23 @@ def cli_killed_and_resumed(tmp_path_factory):
         plain = {"out": str(root / "no-resume")}
         plain["proc"] = _start_cli(plain["out"])
         procs.append(plain["proc"])
-        for name, run in list(runs.items()) + [("no-resume", plain)]:
-            line = "round 2/2 · epoch 1/3" if name == "no-resume" else CLI_KILLS[name][0]
-            _wait_until(run["proc"], lambda: _log_has(run["proc"], line), repr(line))
-            imp_job.kill(run["proc"])  # SIGKILL: no handler, no cleanup runs
-            run["killed_rc"] = run["proc"].returncode
-            run["checkpoint_at_kill"] = resume.read_checkpoint(os.path.join(run["out"], "resume"))
+        # every run is watched at once (one after the other, a run could go on
+        # past its kill point while the one before it was awaited)
+        pending = {name: (run, CLI_KILLS[name][0]) for name, run in runs.items()}
+        pending["no-resume"] = (plain, "round 2/2 · epoch 1/3")
+        deadline = time.monotonic() + imp_job.JOB_TIMEOUT
+        while pending:
+            for name, (run, line) in list(pending.items()):
+                if _log_has(run["proc"], line):
+                    imp_job.kill(run["proc"])  # SIGKILL: no handler, no cleanup runs
+                    run["killed_rc"] = run["proc"].returncode
+                    run["checkpoint_at_kill"] = resume.read_checkpoint(os.path.join(run["out"], "resume"))
+                    del pending[name]
+                elif run["proc"].poll() is not None:
+                    raise AssertionError(f"{name} ended (rc={run['proc'].returncode}) before "
+                                         f"{line!r}:\n" + imp_job.log_tail(run["proc"]))
+            assert time.monotonic() < deadline, f"not all kill points reached: {sorted(pending)}"
+            time.sleep(0.02)
         for run in runs.values():  # the same command again
             run["proc"] = _start_cli(run["out"], "--resume")
             procs.append(run["proc"])
@@ -471,6 +472,12 @@ def test_cli_run_killed_without_resume_leaves_its_last_rounds_model(cli_killed_a
     # round 1 ends; pruned weights are zero
     for entry in masks_lib.prunable_weights(model):
         assert np.all(entry.weight.numpy()[entry.mask.numpy() == 0] == 0)
+    # SIGKILL during a save (the run may have gone on to round 2's end before the
+    # kill landed) leaves only atomic_path's temporary, which the next run removes
+    from keras_lottery.report import remove_stale_temporaries
+
+    left = sorted(n for n in os.listdir(plain["out"]) if n.startswith(".tmp-"))
+    assert remove_stale_temporaries(plain["out"]) == left
     assert not [n for n in os.listdir(plain["out"]) if n.startswith(".tmp-")]
     target = tmp_path / "ticket.keras"
     assert main(["export", plain["out"], "--format", "keras", "--out", str(target), "--quiet"]) == 0

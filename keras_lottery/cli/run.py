@@ -343,6 +343,10 @@ def run_seeds(args):
     num_classes = int(train[1].max()) + 1
     if args.fresh:
         clear_run(args.out)
+    from keras_lottery.report import remove_stale_temporaries
+
+    for name in remove_stale_temporaries(args.out):  # a killed run's half-written files
+        logger.info("removed %s (a temporary file of an interrupted run)", os.path.join(args.out, name))
 
     def build(seed):
         return models.build(args.model, input_shape=train[0].shape[1:], num_classes=num_classes, seed=seed)
@@ -393,6 +397,8 @@ def run(args):
     config["data_sha256"] = data_fingerprint(x, y, *val, *test)
     resume_dir = os.path.join(args.out, "resume")
     masks_dir = os.path.join(args.out, "ticket_masks")
+    for name in report.remove_stale_temporaries(args.out):  # a killed run's half-written files
+        logger.info("removed %s (a temporary file of an interrupted run)", os.path.join(args.out, name))
     if args.fresh:
         removed = clear_run(args.out)
         if removed and not args.quiet:
