@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from keras_lottery import blocks as blocks_lib
 from keras_lottery import masks as masks_lib
 from keras_lottery import report as report_lib
 from keras_lottery._keras import keras
@@ -145,10 +146,14 @@ class IMPCallback(keras.callbacks.Callback):
       validation_data: the `(x, y)` or dataset `eval_every` evaluates.
       layer_floor: in "global" / "erk" scope, the least share of the
         layer-wise count each kernel keeps (see `masks.compute_masks`).
+      block: optional block setting, e.g. `(4, 1)`: prune Dense / Conv
+        kernels in whole blocks (see `keras_lottery.blocks`); None (the
+        default) or `(1, 1)` prunes weight by weight.
+      block_score: how blocks are ranked, `"l1"` (default) or `"l2"`.
 
     Raises:
       ValueError: for a bad rewind point (also one past the end of round 0,
-        at the start of training, before any step) or scope.
+        at the start of training, before any step), scope or block.
 
     Example:
       >>> imp = IMPCallback(IMPSchedule(3, 0.2), epochs_per_round=2)  # doctest: +SKIP
@@ -165,7 +170,7 @@ class IMPCallback(keras.callbacks.Callback):
     def __init__(self, schedule, epochs_per_round, rewind="0it", scope="layerwise",
                  layer_rates=None, test_data=None, report_dir=None, verbose=1,
                  run_config=None, eval_every=None, validation_data=None,
-                 layer_floor=masks_lib.LAYER_FLOOR):
+                 layer_floor=masks_lib.LAYER_FLOOR, block=None, block_score="l1"):
         super().__init__()
         # The batch hook never reads `logs`: let Keras pass them as tensors
         # instead of copying them to NumPy (a host sync) after every step.
@@ -187,6 +192,11 @@ class IMPCallback(keras.callbacks.Callback):
         self.scope = scope
         self.layer_floor = float(layer_floor)
         self.layer_rates = dict(layer_rates or {})
+        self.block = blocks_lib.parse_block(block)
+        if block_score not in blocks_lib.BLOCK_SCORES:
+            raise ValueError(f"block_score must be one of {blocks_lib.BLOCK_SCORES}, "
+                             f"got {block_score!r}.")
+        self.block_score = block_score
         from keras_lottery.data import check_labelled
 
         check_labelled(test_data, "test_data")
@@ -391,7 +401,8 @@ class IMPCallback(keras.callbacks.Callback):
         new_masks = masks_lib.compute_masks(
             weights, current, self.round, self.schedule.prune_rate, self.scope,
             self.layer_rates, {w.name: w.layer_name for w in entries},
-            layer_floor=self.layer_floor)
+            layer_floor=self.layer_floor, blocks=blocks_lib.kernel_blocks(entries, self.block),
+            block_score=self.block_score)
         masks_lib.write_masks(self.model, new_masks)
         self.theta_k.restore(self.model, new_masks)
         reset_optimizer(self.model.optimizer, self.theta_k.step)
@@ -411,7 +422,8 @@ class IMPCallback(keras.callbacks.Callback):
                            prune_rate=self.schedule.prune_rate, rewind=str(self.rewind),
                            rewind_steps=self._k, scope=self.scope,
                            layer_rates=self.layer_rates,
-                           epochs_per_round=self.epochs_per_round),
+                           epochs_per_round=self.epochs_per_round,
+                           **blocks_lib.block_config(self.block, self.block_score)),
             "rounds_finished": len(self.history),
             "history": self.history_rows(),
         }

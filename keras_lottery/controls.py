@@ -9,7 +9,8 @@ optimizer, same data order, same number of steps from the same step k):
   initializer its layer holds (a new seed per round), cells of RNN layers,
   separable and depthwise kernels included (see `weight_initializers`);
 - `"random"`: a random mask with the same number of weights kept in every
-  layer, weights taken from the ticket's rewind point θk.
+  layer, weights taken from the ticket's rewind point θk; for a block ticket
+  (`IMP(block=...)`) random whole blocks, the same number in every layer.
 
 Usage::
 
@@ -35,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 
+from keras_lottery import blocks as blocks_lib
 from keras_lottery import masks as masks_lib
 from keras_lottery._keras import keras
 from keras_lottery.callback import IMPCallback
@@ -178,24 +180,36 @@ class TicketRecorder(keras.callbacks.Callback):
         return self.imp_callback.theta_k
 
 
-def random_masks(masks, seed):
+def random_masks(masks, seed, blocks=None):
     """Random masks keeping, in every tensor, as many weights as `masks` does.
 
     Args:
       masks: dict weight name -> 0/1 mask.
       seed: random seed.
+      blocks: optional dict weight name -> per-axis block sizes (see
+        `blocks.kernel_blocks`) or None: a tensor with a block keeps as many
+        random whole blocks as `masks` keeps blocks (with a partial last
+        block the count of weights may then differ by less than a block).
 
     Returns:
-      dict name -> float32 0/1 mask with the same count of ones per tensor.
+      dict name -> float32 0/1 mask with the same count of ones (of blocks,
+      for a tensor with a block) per tensor.
+
+    Raises:
+      ValueError: if a mask with a block is not made of whole blocks.
     """
+    blocks = blocks or {}
     result = {}
     for i, (name, mask) in enumerate(sorted(masks.items())):
         mask = np.asarray(mask)
-        keep = int(np.round(mask.sum()))
+        block = blocks.get(name)
+        grid = mask > 0.5 if block is None else blocks_lib.block_alive(mask, block, name)
+        keep = int(grid.sum())
         rng = np.random.default_rng(_derived_seed(seed, i))
-        flat = np.zeros(mask.size, np.float32)
-        flat[rng.choice(mask.size, size=keep, replace=False)] = 1.0
-        result[name] = flat.reshape(mask.shape)
+        flat = np.zeros(grid.size, np.float32)
+        flat[rng.choice(grid.size, size=keep, replace=False)] = 1.0
+        drawn = flat.reshape(grid.shape)
+        result[name] = drawn if block is None else blocks_lib.expand_blocks(drawn, block, mask.shape)
     return {name: result[name] for name in masks}
 
 
@@ -405,6 +419,7 @@ class ControlCallback(IMPCallback):
                              "finish the ticket's fit (all rounds) with the TicketRecorder.")
         super().__init__(ticket.schedule, ticket.epochs_per_round, rewind=str(ticket.rewind),
                          scope=ticket.scope, layer_rates=ticket.layer_rates, test_data=test_data,
+                         block=ticket.block, block_score=ticket.block_score,
                          report_dir=report_dir, verbose=verbose,
                          run_config=dict(run_config or {}, control=kind, control_seed=seed),
                          eval_every=eval_every, validation_data=validation_data)
@@ -438,7 +453,8 @@ class ControlCallback(IMPCallback):
     def _enter_round(self, rnd):
         masks = self.recorder.masks[rnd]
         if self.kind == "random":
-            masks = random_masks(masks, _derived_seed(self.seed, rnd, 1))
+            masks = random_masks(masks, _derived_seed(self.seed, rnd, 1), blocks_lib.kernel_blocks(
+                masks_lib.prunable_weights(self.model), self.block))
         masks_lib.write_masks(self.model, masks)
         base = self.recorder.rewind_snapshot
         variables = model_state_variables(self.model)

@@ -134,7 +134,8 @@ def run_experiment(build_model, compile_model, train, val, test, out, *, rounds,
                    epochs_per_round, batch_size, seeds=(0,), controls=(), rewind="0it",
                    scope="layerwise", layer_rates=None, output_layer_rate=None, eval_every=None,
                    verbose=1, run_config=None, title=None, save_model=False,
-                   check_sparsity=None, progress="none", return_trained=False):
+                   check_sparsity=None, progress="none", return_trained=False, block=None,
+                   block_score="l1"):
     """Runs IMP and its controls for every seed, writing results as it goes.
 
     Args:
@@ -156,6 +157,7 @@ def run_experiment(build_model, compile_model, train, val, test, out, *, rounds,
         and every control's fit (see `IMP.callbacks`).
       progress: a `progress.RoundProgress` mode for every fit ("none": silent).
       return_trained: also return whether anything was trained.
+      block, block_score: block-structured masks, as for `IMP`.
 
     Returns:
       The summary (see `report.summarize`); with `return_trained`,
@@ -188,7 +190,8 @@ def run_experiment(build_model, compile_model, train, val, test, out, *, rounds,
         trained = True
         keras.utils.set_random_seed(seed)
         imp = IMP(rounds=rounds, prune_rate=prune_rate, rewind=rewind, scope=scope,
-                  layer_rates=layer_rates, output_layer_rate=output_layer_rate)
+                  layer_rates=layer_rates, output_layer_rate=output_layer_rate,
+                  block=block, block_score=block_score)
         model = imp.wrap(build_model(seed))
         if "reinit" in controls:  # a weight it cannot redraw: refused before the ticket trains
             controls_lib.weight_initializers(model)

@@ -5,6 +5,7 @@ rates), wraps a model, tells fit how many epochs to run, hands out the
 callbacks, and exposes the results.
 """
 
+from keras_lottery import blocks as blocks_lib
 from keras_lottery import masks as masks_lib
 from keras_lottery import report as report_lib
 from keras_lottery._keras import keras
@@ -38,10 +39,19 @@ class IMP:
       output_layer_rate: optional rate for the output layer(s): each pruned
         layer that feeds a model output (the papers prune the output layer
         at half the rate of the others); see `rates_for`.
+      block: optional `(rows, cols)` (or `"4x1"`): prune Dense and Conv
+        kernels in whole blocks of `rows` consecutive inputs by `cols`
+        outputs, e.g. `(4, 1)` for TFLite's native sparse FULLY_CONNECTED;
+        counts are in blocks, other kernels stay unstructured (see
+        `keras_lottery.blocks`, docs/block-tickets.md). None (default) or
+        `(1, 1)`: weight by weight.
+      block_score: how a block is ranked: `"l1"` (mean |w|, default) or
+        `"l2"` (root-mean-square).
 
     Raises:
       ValueError: for rounds < 1, a prune_rate outside (0, 1), a malformed
-        rewind point, an unknown scope or a bad per-layer rate.
+        rewind point, an unknown scope or a bad per-layer rate, block or
+        block score.
 
     Example:
       >>> imp = IMP(rounds=10, prune_rate=0.2, rewind="500it", scope="global")
@@ -54,7 +64,8 @@ class IMP:
     """
 
     def __init__(self, rounds, prune_rate, rewind="0it", scope="layerwise",
-                 layer_rates=None, output_layer_rate=None, layer_floor=masks_lib.LAYER_FLOOR):
+                 layer_rates=None, output_layer_rate=None, layer_floor=masks_lib.LAYER_FLOOR,
+                 block=None, block_score="l1"):
         self.schedule = IMPSchedule(rounds, prune_rate)
         self.rewind = parse_rewind(rewind)
         if scope not in masks_lib.SCOPES:
@@ -68,6 +79,11 @@ class IMP:
         if not isinstance(layer_floor, (int, float)) or not 0.0 <= layer_floor <= 1.0:
             raise ValueError(f"layer_floor must be in [0, 1], got {layer_floor!r}.")
         self.layer_floor = float(layer_floor)
+        self.block = blocks_lib.parse_block(block)
+        if block_score not in blocks_lib.BLOCK_SCORES:
+            raise ValueError(f"block_score must be one of {blocks_lib.BLOCK_SCORES}, "
+                             f"got {block_score!r}.")
+        self.block_score = block_score
         self.epochs_per_round = None
         self._callback = None
         self._model = None
@@ -182,7 +198,7 @@ class IMP:
                              "result to fit's `epochs`).")
         self._callback = IMPCallback(
             self.schedule, self.epochs_per_round, rewind=self.rewind, scope=self.scope,
-            layer_floor=self.layer_floor,
+            layer_floor=self.layer_floor, block=self.block, block_score=self.block_score,
             layer_rates=self.rates_for(self._model) if self._model is not None else self.layer_rates,
             test_data=test_data, report_dir=report_dir,
             verbose=verbose, run_config=run_config, eval_every=eval_every,
@@ -259,6 +275,8 @@ class IMP:
             "layer_rates": dict(self.layer_rates),
             "output_layer_rate": self.output_layer_rate,
             "layer_floor": self.layer_floor,
+            "block": None if self.block is None else list(self.block),
+            "block_score": self.block_score,
         }
 
     @classmethod

@@ -11,6 +11,7 @@ import logging
 import numpy as np
 import tensorflow as tf
 
+from keras_lottery import blocks as blocks_lib
 from keras_lottery.schedule import weights_remaining
 from keras_lottery.wrap import pruned_layers
 
@@ -59,10 +60,13 @@ class PrunableWeight:
         prune-rate overrides.
       weight: the kernel variable.
       mask: tfmot's mask variable for it (same shape, 0/1 values).
+      layer: the wrapped (inner) layer, when known (`prunable_weights` sets
+        it; `blocks.kernel_blocks` reads its type).
     """
 
-    def __init__(self, layer_name, weight, mask, name=None):
+    def __init__(self, layer_name, weight, mask, name=None, layer=None):
         self.layer_name = layer_name
+        self.layer = layer
         if name is None:
             name = f"{layer_name}/{_variable_path(weight)[-1]}"
         self.name = name
@@ -90,7 +94,8 @@ def prunable_weights(model):
         pairs = [(weight, mask) for weight, mask, _ in wrapper.pruning_vars]
         names = _unique_names(wrapper.layer.name, [weight for weight, _ in pairs])
         for (weight, mask), name in zip(pairs, names):
-            result.append(PrunableWeight(wrapper.layer.name, weight, mask, name))
+            result.append(PrunableWeight(wrapper.layer.name, weight, mask, name,
+                                         layer=wrapper.layer))
     if not result:
         raise ValueError(
             "The model has no pruning wrappers: wrap it first with "
@@ -138,7 +143,8 @@ def _top_k_mask(magnitudes, alive, keep):
 
 
 def compute_masks(weights, masks, round_index, prune_rate, scope="layerwise",
-                  layer_rates=None, layer_of=None, layer_floor=LAYER_FLOOR):
+                  layer_rates=None, layer_of=None, layer_floor=LAYER_FLOOR, blocks=None,
+                  block_score="l1"):
     """Magnitude masks for round `round_index` from the current weights.
 
     Only surviving weights (mask == 1) are ranked, so masks only shrink. The
@@ -152,6 +158,15 @@ def compute_masks(weights, masks, round_index, prune_rate, scope="layerwise",
     that many survivors. A tensor held at its floor is logged (a warning on
     the "keras_lottery" logger, naming it); the other tensors give up the
     weights the floor takes, so the total is unchanged.
+
+    With `blocks`, a tensor given a block is ranked and counted in whole
+    blocks (see `keras_lottery.blocks`): each block is scored by
+    `block_score`, the counts above (the layer-wise share, the global total,
+    ERK's per-tensor densities, the floor) are numbers of blocks, and the new
+    mask keeps or prunes every block whole. Tensors without a block (None,
+    or missing from `blocks`) are ranked weight by weight as usual, and in
+    global scope compete with the blocks on the same scale (a weight is a
+    1x1 block).
 
     Args:
       weights: dict name -> ndarray of current weight values.
@@ -171,13 +186,19 @@ def compute_masks(weights, masks, round_index, prune_rate, scope="layerwise",
         layer-wise share each tensor keeps, in [0, 1] (default 0.1: global
         ranking may move up to 90% of a tensor's share to other tensors; 0
         turns the floor off except for the one weight every tensor keeps).
+      blocks: optional dict weight name -> per-axis block sizes (a tuple of
+        the weight's rank, e.g. `(4, 1)` for a Dense kernel, from
+        `blocks.kernel_blocks`) or None (unstructured).
+      block_score: how a block is ranked: `"l1"` (mean |w|, the default) or
+        `"l2"` (root-mean-square of its weights).
 
     Returns:
       dict name -> new float32 0/1 mask.
 
     Raises:
-      ValueError: for an unknown scope, a bad rate or floor, or an override
-        naming no prunable layer.
+      ValueError: for an unknown scope or block score, a bad rate, floor or
+        block, an override naming no prunable layer, or a current mask that
+        is not made of whole blocks.
 
     Example:
       >>> w = {"d/kernel": np.array([[0.1, -3.0], [2.0, 0.5]])}
@@ -203,11 +224,20 @@ def compute_masks(weights, masks, round_index, prune_rate, scope="layerwise",
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"Rate for {name!r} must be in [0, 1), got {rate!r}.")
 
+    if block_score not in blocks_lib.BLOCK_SCORES:
+        raise ValueError(f"block_score must be one of {blocks_lib.BLOCK_SCORES}, got {block_score!r}.")
+    blocks = _check_blocks(blocks or {}, weights)
+
     new_masks = {}
     shared = []
     for name in weights:
-        alive = np.asarray(masks[name]) > 0.5
-        magnitudes = np.abs(np.asarray(weights[name], np.float64))
+        block = blocks.get(name)
+        if block is None:
+            alive = np.asarray(masks[name]) > 0.5
+            magnitudes = np.abs(np.asarray(weights[name], np.float64))
+        else:  # rank the block grid: each entry is one block
+            alive = blocks_lib.block_alive(masks[name], block, name)
+            magnitudes = blocks_lib.block_scores(weights[name], block, block_score)
         layer = layer_of[name]
         if scope == "layerwise" or layer in layer_rates:
             rate = layer_rates.get(layer, prune_rate)
@@ -223,9 +253,10 @@ def compute_masks(weights, masks, round_index, prune_rate, scope="layerwise",
         floors = {name: min(int(alive.sum()), max(1, int(np.ceil(layer_floor * density * alive.size))))
                   for name, _, alive in shared}
         allocate = _allocate_global if scope == "global" else _allocate_erk
-        new_masks.update(allocate(shared, keep, floors))
+        shapes = {name: tuple(np.shape(weights[name])) or (1,) for name, _, _ in shared}
+        new_masks.update(allocate(shared, keep, floors, shapes))
         at_floor = [name for name, _, _ in shared if int(new_masks[name].sum()) == floors[name]]
-        plain = _unfloored_counts(shared, keep, scope) if at_floor else {}
+        plain = _unfloored_counts(shared, keep, scope, shapes) if at_floor else {}
         held = [name for name in at_floor if plain[name] < floors[name]]
         if held:
             sizes = {name: alive.size for name, _, alive in shared}
@@ -238,10 +269,31 @@ def compute_masks(weights, masks, round_index, prune_rate, scope="layerwise",
                           for n in held),
                 " Pass scope='erk' for a per-layer allocation that keeps every layer "
                 "alive by design." if scope == "global" else "")
-    return {name: new_masks[name] for name in weights}
+    result = {}
+    for name in weights:
+        block = blocks.get(name)
+        result[name] = (new_masks[name] if block is None else
+                        blocks_lib.expand_blocks(new_masks[name], block, np.shape(weights[name])))
+    return result
 
 
-def _allocate_global(shared, keep, floors):
+def _check_blocks(blocks, weights):
+    unknown = set(blocks) - set(weights)
+    if unknown:
+        raise ValueError(f"blocks names weights that are not given: {sorted(unknown)}.")
+    for name, block in blocks.items():
+        if block is None:
+            continue
+        shape = np.shape(weights[name])
+        if (len(block) != len(shape) or any(isinstance(b, bool) or int(b) != b or b < 1
+                                            for b in block)):
+            raise ValueError(f"Block {block!r} for {name!r} must give a positive block size "
+                             f"for each of its {len(shape)} axes (shape {shape}).")
+    return {name: None if block is None or all(b == 1 for b in block) else tuple(int(b) for b in block)
+            for name, block in blocks.items()}
+
+
+def _allocate_global(shared, keep, floors, shapes=None):
     """One magnitude ranking over every tensor; each first keeps its floor.
 
     Reserving each tensor's `floor` largest survivors first and ranking the
@@ -267,16 +319,21 @@ def erk_scores(shapes):
     return {name: float(sum(shape)) / float(np.prod(shape)) for name, shape in shapes.items()}
 
 
-def erk_counts(shapes, keep, lower, upper):
+def erk_counts(shapes, keep, lower, upper, units=None):
     """Per-tensor counts proportional to the ERK score, summing to `keep`.
 
     Each tensor gets clip(eps * score * size, lower, upper), eps chosen (by
     bisection) so the counts sum to `keep`; a tensor capped at `upper` (its
     survivors, at most all its weights) gives the excess to the others.
     Integer counts come from the largest remainders.
+
+    `units` (optional dict name -> count) replaces a tensor's size by the
+    number of units it is pruned in (its blocks): the density still follows
+    the ERK score of its weight shape, and the counts are in units.
     """
     names = list(shapes)
-    size = np.array([float(np.prod(shapes[n])) for n in names])
+    units = units or {}
+    size = np.array([float(units.get(n, np.prod(shapes[n]))) for n in names])
     scores = erk_scores(shapes)
     score = np.array([scores[n] for n in names]) * size
     low = np.array([float(lower[n]) for n in names])
@@ -304,14 +361,14 @@ def erk_counts(shapes, keep, lower, upper):
     return {n: int(c) for n, c in zip(names, whole)}
 
 
-def _allocate_erk(shared, keep, floors):
-    shapes = {name: tuple(m.shape) if m.ndim else (1,) for name, m, _ in shared}
+def _allocate_erk(shared, keep, floors, shapes):
     upper = {name: int(a.sum()) for name, _, a in shared}
-    counts = erk_counts(shapes, keep, floors, upper)
+    units = {name: a.size for name, _, a in shared}
+    counts = erk_counts(shapes, keep, floors, upper, units)
     return {name: _top_k_mask(m, a, counts[name]) for name, m, a in shared}
 
 
-def _unfloored_counts(shared, keep, scope):
+def _unfloored_counts(shared, keep, scope, shapes):
     """How many weights of each tensor the allocation would keep without the floor."""
     if scope == "global":
         flat = np.concatenate([np.where(a, m, -np.inf).ravel() for _, m, a in shared])
@@ -319,9 +376,9 @@ def _unfloored_counts(shared, keep, scope):
             return {name: 0 for name, _, _ in shared}
         threshold = np.partition(flat, flat.size - keep)[flat.size - keep]
         return {name: int(np.sum(a & (m >= threshold))) for name, m, a in shared}
-    shapes = {n: tuple(m.shape) if m.ndim else (1,) for n, m, _ in shared}
     upper = {n: int(a.sum()) for n, _, a in shared}
-    return erk_counts(shapes, keep, {n: 0 for n in shapes}, upper)
+    units = {n: a.size for n, _, a in shared}
+    return erk_counts(shapes, keep, {n: 0 for n in shapes}, upper, units)
 
 
 def read_masks(model):

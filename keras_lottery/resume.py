@@ -56,6 +56,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from keras_lottery import blocks as blocks_lib
 from keras_lottery import report as report_lib
 from keras_lottery._keras import keras
 from keras_lottery.callback import IMPCallback, is_chief
@@ -155,6 +156,9 @@ def _settings(imp_callback, model):
         "scope": imp_callback.scope,
         "layer_floor": imp_callback.layer_floor,
         "layer_rates": {k: float(v) for k, v in sorted(imp_callback.layer_rates.items())},
+        # a run cannot change its block setting: the masks so far are made of its blocks
+        **blocks_lib.block_config(getattr(imp_callback, "block", None),
+                                  getattr(imp_callback, "block_score", "l1")),
         "epochs_per_round": imp_callback.epochs_per_round,
         "steps_per_epoch": state["steps_per_epoch"],
         "optimizer_config": _optimizer_settings(getattr(model, "optimizer", None)),

@@ -7,7 +7,7 @@ import os
 import shutil
 import time
 
-from keras_lottery.cli._args import SCOPES, add_local_data_args, add_model_arg
+from keras_lottery.cli._args import SCOPES, add_block_args, add_local_data_args, add_model_arg
 
 logger = logging.getLogger("keras_lottery")
 
@@ -65,6 +65,7 @@ def register(subparsers):
     p.add_argument("--scope", default=None, choices=list(SCOPES),
                    help="magnitude ranking scope (default: global for the deep nets resnet20/vgg16, "
                    f"as in the papers; {DEFAULTS['scope']} otherwise)")
+    add_block_args(p)
     p.add_argument("--epochs-per-round", type=int, default=DEFAULTS["epochs_per_round"], help="epochs trained in each round (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"], help="(default: %(default)s)")
     p.add_argument("--optimizer", default=DEFAULTS["optimizer"], choices=["adam", "sgd"], help="(default: %(default)s)")
@@ -199,6 +200,11 @@ def check_args(args):
             raise FileNotFoundError(
                 f"--data-dir {args.data_dir} is not a folder: pass the folder holding the "
                 "Fashion-MNIST IDX .gz files, or leave it out to use the system copy.")
+    if getattr(args, "block", None) is None and getattr(args, "block_score", None) is not None:
+        raise ValueError(f"--block-score {args.block_score} ranks blocks: pass --block too "
+                         "(e.g. --block 4x1), or drop it.")
+    if getattr(args, "block", None) is not None and args.block_score is None:
+        args.block_score = "l1"  # recorded in the run config: the value used
     check_out(args.out)
 
 
@@ -367,11 +373,19 @@ def run_seeds(args):
         batch_size=args.batch_size, seeds=seeds, controls=kinds, rewind=args.rewind,
         scope=args.scope,
         output_layer_rate=None if args.output_rate is None or args.output_rate < 0 else args.output_rate,
+        **_block_kwargs(args),
         eval_every=args.eval_every, verbose=0 if args.quiet else 1, run_config=config,
         title=f"{args.model} on {args.dataset}: IMP, rewind {args.rewind}", save_model=True,
         check_sparsity=args.check_sparsity, progress=progress_mode(args), return_trained=True)
     print_result(args, summary, started, trained)
     return 0
+
+
+def _block_kwargs(args):
+    """IMP's block settings from --block / --block-score (nothing when unstructured)."""
+    if getattr(args, "block", None) is None:
+        return {}
+    return {"block": args.block, "block_score": args.block_score}
 
 
 def run(args):
@@ -389,7 +403,8 @@ def run(args):
 
     started = time.perf_counter()
     imp = kl.IMP(rounds=args.rounds, prune_rate=args.prune_rate, rewind=args.rewind, scope=args.scope,
-                 output_layer_rate=None if args.output_rate is None or args.output_rate < 0 else args.output_rate)
+                 output_layer_rate=None if args.output_rate is None or args.output_rate < 0 else args.output_rate,
+                 **_block_kwargs(args))
     epochs = imp.epochs(per_round=args.epochs_per_round)
     (x, y), val, test = load_data(args)
     config = run_config(args)
