@@ -64,12 +64,13 @@ def main(args, build_model, title, layer_rates=None, output_layer_rate=None, pru
         "%s: %d train / %d val / %d test examples, %d rounds x %d epochs, seeds %s, controls %s -> %s",
         title, len(train[0]), len(val[0]), len(test[0]), args.rounds + 1, args.epochs_per_round,
         list(range(args.first_seed, args.first_seed + args.seeds)), controls or "none", args.out)
-    summary = experiment.run_experiment(
-        build_model, compile_model, train, val, test, args.out,
+    settings = experiment.ExperimentSettings(
         rounds=args.rounds, prune_rate=prune_rate, epochs_per_round=args.epochs_per_round,
         batch_size=args.batch_size, seeds=range(args.first_seed, args.first_seed + args.seeds),
         controls=controls, layer_rates=layer_rates, output_layer_rate=output_layer_rate,
         eval_every=args.eval_every, run_config=config, title=title)
+    summary = experiment.run_experiment(build_model, compile_model, train, val, test, args.out,
+                                        settings)
     print(report.format_summary(summary))
     print(f"\nresults: {args.out} (summary.json, summary.csv, rounds.csv, tickets.png); "
           f"wall time {time.time() - started:.0f} s")

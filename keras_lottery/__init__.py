@@ -69,6 +69,8 @@ _ATTRIBUTES = {
     "ControlCallback": "controls",
     "TicketRecorder": "controls",
     "train_control": "controls",
+    "ExperimentSettings": "experiment",
+    "run_experiment": "experiment",
 }
 
 # public submodules (tuning needs keras-tuner: `import keras_lottery.tuning`)
@@ -79,6 +81,8 @@ _SUBMODULES = (
 
 __all__ = [
     "ControlCallback",
+    "ExperimentSettings",
+    "run_experiment",
     "TicketRecorder",
     "controls",
     "early_stop",

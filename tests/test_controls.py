@@ -386,8 +386,9 @@ def test_experiment_guards_the_ticket_and_every_control(tmp_path, monkeypatch):
     (x, y), val = _data()
     experiment.run_experiment(
         lambda seed: small_mlp(seed=seed), compile_model, (x, y), val, val, str(tmp_path),
-        rounds=1, prune_rate=0.5, epochs_per_round=1, batch_size=BATCH, seeds=(0,),
-        controls=("reinit", "random"), verbose=0, check_sparsity=1)
+        experiment.ExperimentSettings(rounds=1, prune_rate=0.5, epochs_per_round=1,
+                                      batch_size=BATCH, seeds=(0,), controls=("reinit", "random"),
+                                      verbose=0, check_sparsity=1))
     steps = len(x) // BATCH
     # the ticket: rounds 0 and 1; each control: round 1; three different models
     assert len(checked) == 2 * steps + 2 * steps
@@ -406,6 +407,7 @@ def test_experiment_refuses_an_unredrawable_weight_before_training(tmp_path):
 
     with pytest.raises(controls.InitializerNotFound, match="'scaled'"):
         experiment.run_experiment(build, compile_model, (x, y), val, val, str(tmp_path),
-                                  rounds=1, prune_rate=0.5, epochs_per_round=1,
-                                  batch_size=BATCH, controls=("reinit",), verbose=0)
+                                  experiment.ExperimentSettings(
+                                      rounds=1, prune_rate=0.5, epochs_per_round=1,
+                                      batch_size=BATCH, controls=("reinit",), verbose=0))
     assert not (tmp_path / "seed_0" / "ticket" / "imp_report.json").exists()  # nothing trained

@@ -367,16 +367,17 @@ def run_seeds(args):
     logger.info("IMP: %s on %s, %d rounds x %d epochs, seeds %s, controls %s -> %s",
                 args.model, args.dataset, args.rounds + 1, args.epochs_per_round, list(seeds),
                 ",".join(kinds) or "none", args.out)
-    summary, trained = experiment.run_experiment(
-        build, compile_model, train, val, test, args.out, rounds=args.rounds,
-        prune_rate=args.prune_rate, epochs_per_round=args.epochs_per_round,
+    settings = experiment.ExperimentSettings(
+        rounds=args.rounds, prune_rate=args.prune_rate, epochs_per_round=args.epochs_per_round,
         batch_size=args.batch_size, seeds=seeds, controls=kinds, rewind=args.rewind,
         scope=args.scope,
         output_layer_rate=None if args.output_rate is None or args.output_rate < 0 else args.output_rate,
         **_block_kwargs(args),
         eval_every=args.eval_every, verbose=0 if args.quiet else 1, run_config=config,
         title=f"{args.model} on {args.dataset}: IMP, rewind {args.rewind}", save_model=True,
-        check_sparsity=args.check_sparsity, progress=progress_mode(args), return_trained=True)
+        check_sparsity=args.check_sparsity, progress=progress_mode(args))
+    summary, trained = experiment.run_experiment(build, compile_model, train, val, test, args.out,
+                                                 settings, return_trained=True)
     print_result(args, summary, started, trained)
     return 0
 
