@@ -130,7 +130,9 @@ class IMPCallback(keras.callbacks.Callback):
     Args:
       schedule: the `IMPSchedule` (rounds, prune rate).
       epochs_per_round: epochs each round trains.
-      rewind: rewind point, `"0it"` (θ0, the original LTH), `"500it"`, `"2ep"`.
+      rewind: rewind point, `"0it"` (θ0, the original LTH), `"500it"`, `"2ep"`;
+        or learning-rate rewinding, `"lr"` / `"lr:500it"` / `"lr:2ep"` (see
+        below).
       scope: `"layerwise"`, `"global"` or `"erk"` magnitude ranking.
       layer_rates: optional dict layer name -> per-round rate override.
       test_data: optional `(x, y)` tuple or dataset evaluated at each round's end.
@@ -150,6 +152,18 @@ class IMPCallback(keras.callbacks.Callback):
         kernels in whole blocks (see `keras_lottery.blocks`); None (the
         default) or `(1, 1)` prunes weight by weight.
       block_score: how blocks are ranked, `"l1"` (default) or `"l2"`.
+
+    Learning-rate rewinding (`rewind="lr"`, Renda et al., 2020): at a
+    round's end the new masks are computed as usual, but the survivors keep
+    their trained values (every model variable does: biases, normalization
+    statistics), only the pruned weights are set to zero; the optimizer's
+    state (slots) is reset to its initial values and its step counter set to
+    k, the step every pruned round starts from (0 for `"lr"`, k for
+    `"lr:<k>"`), so a learning-rate schedule replays from k exactly as under
+    weight rewinding; only the weights differ. θk is still recorded (the
+    controls and the step come from it). `ticket_weights` is the snapshot the
+    last round started from (trained survivors at step k), which a `Ticket`
+    stores.
 
     Raises:
       ValueError: for a bad rewind point (also one past the end of round 0,
@@ -210,6 +224,7 @@ class IMPCallback(keras.callbacks.Callback):
         self.history = []
         self.theta0 = None
         self.theta_k = None
+        self.round_start_weights = None
         self.round = 0
         self.total_epochs = (schedule.rounds + 1) * self.epochs_per_round
 
@@ -219,6 +234,14 @@ class IMPCallback(keras.callbacks.Callback):
     def rewind_steps(self):
         """The rewind point k in optimizer steps (known once training started)."""
         return self._k
+
+    @property
+    def ticket_weights(self):
+        """The weights the ticket restarts from: θk, or for learning-rate
+        rewinding the snapshot the current (last) round started from, at step k."""
+        if self.rewind.rewinds_weights:
+            return self.theta_k
+        return self.round_start_weights
 
     def _reset_round_state(self):
         self._round_start = time.perf_counter()
@@ -403,8 +426,12 @@ class IMPCallback(keras.callbacks.Callback):
             self.layer_rates, {w.name: w.layer_name for w in entries},
             layer_floor=self.layer_floor, blocks=blocks_lib.kernel_blocks(entries, self.block),
             block_score=self.block_score)
-        masks_lib.write_masks(self.model, new_masks)
-        self.theta_k.restore(self.model, new_masks)
+        masks_lib.write_masks(self.model, new_masks)  # also zeroes the pruned weights
+        if self.rewind.rewinds_weights:
+            self.theta_k.restore(self.model, new_masks)
+        else:
+            # learning-rate rewinding: the trained survivors stay as they are
+            self.round_start_weights = WeightSnapshot.capture(self.model, step=self.theta_k.step)
         reset_optimizer(self.model.optimizer, self.theta_k.step)
         self._reset_round_state()
 
@@ -506,4 +533,8 @@ class IMPCallback(keras.callbacks.Callback):
         self.history = [RoundResult.from_dict(dict(row)) for row in state["history"]]
         self.round = min(int(state["round"]), self.schedule.rounds)
         self._k = state["rewind_steps"]
+        if (not self.rewind.rewinds_weights and self.round > 0
+                and len(self.history) == self.round and self.theta_k is not None):
+            # the model's variables were restored first: they are the round's start
+            self.round_start_weights = WeightSnapshot.capture(self.model, step=self.theta_k.step)
         self._reset_round_state()

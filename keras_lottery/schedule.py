@@ -34,24 +34,47 @@ def weights_remaining(prune_rate, round_index):
 
 
 class RewindPoint:
-    """Where survivors are rewound to: `"500it"` (iterations) or `"2ep"` (epochs).
+    """Where a round restarts: `"500it"` (iterations) or `"2ep"` (epochs).
 
     `"0it"` (or 0) is the original lottery ticket hypothesis (rewind to θ0).
+
+    With `mode="lr"` (written `"lr"`, `"lr:500it"`, `"lr:2ep"`) only the
+    learning-rate schedule is rewound (Renda et al., 2020): at a round's end
+    the trained survivors are kept, the pruned weights are zeroed, the
+    optimizer's state is reset and its step counter set back to k (the step
+    every pruned round starts from), so the schedule replays from k. `"lr"`
+    is k = 0: each round retrains with the whole schedule, as the paper
+    recommends. See `IMPCallback` for the details.
 
     Args:
         value: a non-negative int.
         unit: "it" or "ep".
+        mode: "weights" (the default: survivors are reset to θk) or "lr".
     """
 
-    def __init__(self, value, unit="it"):
+    MODES = ("weights", "lr")
+
+    def __init__(self, value, unit="it", mode="weights"):
         if unit not in ("it", "ep"):
             raise ValueError(f"Rewind unit must be 'it' or 'ep', got {unit!r}.")
         if int(value) != value or value < 0:
             raise ValueError(
                 f"Rewind point must be a non-negative integer, got {value!r}."
             )
+        if mode not in self.MODES:
+            raise ValueError(
+                f"Rewind mode must be one of {self.MODES}, got {mode!r} ('weights' "
+                "resets the survivors to θk; 'lr' keeps the trained survivors and "
+                "rewinds only the learning-rate schedule)."
+            )
         self.value = int(value)
         self.unit = unit
+        self.mode = mode
+
+    @property
+    def rewinds_weights(self):
+        """False for learning-rate rewinding (the trained survivors are kept)."""
+        return self.mode == "weights"
 
     def to_steps(self, steps_per_epoch):
         """The rewind point as an optimizer step count.
@@ -74,26 +97,34 @@ class RewindPoint:
         return self.value * int(steps_per_epoch)
 
     def __str__(self):
-        return f"{self.value}{self.unit}"
+        point = f"{self.value}{self.unit}"
+        if self.mode == "lr":
+            return "lr" if self.value == 0 else f"lr:{point}"
+        return point
 
     def __repr__(self):
         return f"RewindPoint({str(self)!r})"
 
     def __eq__(self, other):
-        return isinstance(other, RewindPoint) and (self.value, self.unit) == (
+        return isinstance(other, RewindPoint) and (self.value, self.unit, self.mode) == (
             other.value,
             other.unit,
+            other.mode,
         )
 
     def __hash__(self):
-        return hash((self.value, self.unit))
+        return hash((self.value, self.unit, self.mode))
 
 
 _REWIND_RE = re.compile(r"^\s*(\d+)\s*(it|ep)\s*$")
+_LR_RE = re.compile(r"^\s*lr\s*(?::\s*(\d+)\s*(it|ep))?\s*$")
 
 
 def parse_rewind(rewind):
     """Parses `"500it"`, `"2ep"`, `"0it"` or an int (iterations) into a `RewindPoint`.
+
+    `"lr"`, `"lr:500it"` and `"lr:2ep"` are learning-rate rewinding (only the
+    schedule is rewound, to step 0 or k; see `RewindPoint`).
 
     Raises:
         ValueError: for anything else, naming the accepted forms.
@@ -108,10 +139,17 @@ def parse_rewind(rewind):
         match = _REWIND_RE.match(rewind)
         if match:
             return RewindPoint(int(match.group(1)), match.group(2))
+        match = _LR_RE.match(rewind)
+        if match:
+            if match.group(1) is None:
+                return RewindPoint(0, "it", mode="lr")
+            return RewindPoint(int(match.group(1)), match.group(2), mode="lr")
     raise ValueError(
         f"Malformed rewind point {rewind!r}: use '<N>it' for N iterations "
         "(e.g. '500it'; '0it' rewinds to the initialization as in the original "
-        "lottery ticket paper) or '<N>ep' for N epochs (e.g. '2ep')."
+        "lottery ticket paper), '<N>ep' for N epochs (e.g. '2ep'), or 'lr' / "
+        "'lr:<N>it' / 'lr:<N>ep' to keep the trained survivors and rewind only "
+        "the learning-rate schedule (to step 0 or N)."
     )
 
 

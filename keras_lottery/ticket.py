@@ -58,7 +58,8 @@ def _theta_source(source):
     if source is None or isinstance(source, WeightSnapshot):
         return source
     callback = getattr(source, "callback", source)
-    theta = getattr(callback, "theta_k", None)
+    # θk; for learning-rate rewinding the trained survivors the last round started from
+    theta = getattr(callback, "ticket_weights", getattr(callback, "theta_k", None))
     if theta is None:
         raise ValueError(
             f"{type(source).__name__} holds no rewind snapshot θk yet: pass the "

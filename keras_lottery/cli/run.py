@@ -61,7 +61,7 @@ def register(subparsers):
     p.add_argument("--prune-rate", type=float, default=DEFAULTS["prune_rate"], help="fraction of surviving weights pruned per round (default: %(default)s)")
     p.add_argument("--output-rate", type=float, default=DEFAULTS["output_rate"],
                    help="per-round rate of the output layer (default: %(default)s, half the rate as in the paper; negative: same as --prune-rate)")
-    p.add_argument("--rewind", default=DEFAULTS["rewind"], help="rewind point: 0it (θ0), 500it, 2ep (default: %(default)s)")
+    p.add_argument("--rewind", default=DEFAULTS["rewind"], help="rewind point: 0it (θ0), 500it, 2ep; lr, lr:500it: learning-rate rewinding (keep the trained survivors, reset the optimizer, rewind only its step / LR schedule to 0 or k) (default: %(default)s)")
     p.add_argument("--scope", default=None, choices=list(SCOPES),
                    help="magnitude ranking scope (default: global for the deep nets resnet20/vgg16, "
                    f"as in the papers; {DEFAULTS['scope']} otherwise)")
