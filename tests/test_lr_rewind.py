@@ -147,17 +147,24 @@ def test_resume_mid_search_is_bit_identical(tmp_path):
                   initial_epoch=imp.initial_epoch(), shuffle=False, verbose=0)
         return imp, model
 
-    fit(str(tmp_path / "a"), epochs=2)  # stopped after round 1
-    imp, model = fit(str(tmp_path / "a"), seed=9)  # another init: every value must come from the checkpoint
-    ref_imp, ref_model = fit(str(tmp_path / "b"))
-    assert [r.round for r in imp.history] == [0, 1, 2, 3]
-    assert [r.loss for r in imp.history] == [r.loss for r in ref_imp.history]
-    for got, want in zip(model.weights, ref_model.weights):
-        np.testing.assert_array_equal(got.numpy(), want.numpy(), err_msg=want.name)
-    for got, want in zip(optimizer_variables(model.optimizer), optimizer_variables(ref_model.optimizer)):
-        np.testing.assert_array_equal(got.numpy(), want.numpy(), err_msg=want.name)
-    for got, want in zip(imp.callback.ticket_weights.values, ref_imp.callback.ticket_weights.values):
-        np.testing.assert_array_equal(got, want)
+    ref_imp, ref_model = fit(str(tmp_path / "ref"))
+    # stopped after round 1, and after round 2 (the resumed run then trains only the
+    # last round, whose start it must take from the checkpoint)
+    for stop in (2, 3):
+        folder = str(tmp_path / f"stop{stop}")
+        fit(folder, epochs=stop)
+        imp, model = fit(folder, seed=9)  # another init: every value must come from the checkpoint
+        assert [r.round for r in imp.history] == [0, 1, 2, 3]
+        assert [r.loss for r in imp.history] == [r.loss for r in ref_imp.history]
+        for got, want in zip(model.weights, ref_model.weights):
+            np.testing.assert_array_equal(got.numpy(), want.numpy(), err_msg=want.name)
+        for got, want in zip(optimizer_variables(model.optimizer),
+                             optimizer_variables(ref_model.optimizer)):
+            np.testing.assert_array_equal(got.numpy(), want.numpy(), err_msg=want.name)
+        start, ref_start = imp.callback.ticket_weights, ref_imp.callback.ticket_weights
+        assert start is not None and start.step == ref_start.step == 2
+        for got, want in zip(start.values, ref_start.values):
+            np.testing.assert_array_equal(got, want)
 
 
 def test_a_control_of_an_lr_ticket_trains_from_theta_k_at_step_k():
