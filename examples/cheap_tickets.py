@@ -10,7 +10,9 @@ round), every method from the same initial weights per seed:
 - `oneshot`: one pruning round straight to the final sparsity, rewound to θ0;
 - `fewer`: fewer, larger rounds (five base rounds' pruning at once, rewound to θ0);
 - `earlybird`: IMP whose rounds end once the mask has converged
-  (`round_end="converged"`), when this version of keras_lottery has it.
+  (`round_end="converged"`), when this version of keras_lottery has it;
+- `lr_oneshot`, `lr_fewer`: one-shot and fewer, larger rounds with
+  learning-rate rewinding instead of rewinding to θ0.
 
 The ticket at a target sparsity is the round that reaches it; its accuracy is
 the test accuracy at that round's end (each round trains the same
@@ -42,7 +44,7 @@ BASE_RATE, OUTPUT_RATE = 0.2, 0.1
 TARGET_ROUNDS = (10, 15)
 #: base rounds merged into one round by the `fewer` method (divides every target)
 FEWER_FACTOR = 5
-METHODS = ("imp", "lr", "oneshot", "fewer", "earlybird")
+METHODS = ("imp", "lr", "oneshot", "fewer", "earlybird", "lr_oneshot", "lr_fewer")
 
 logger = logging.getLogger("cheap_tickets")
 
@@ -59,27 +61,29 @@ def has_round_end():
     return "round_end" in inspect.signature(kl.IMP).parameters
 
 
-def plan(method, targets=TARGET_ROUNDS):
+def plan(method, targets=TARGET_ROUNDS, fewer_factor=FEWER_FACTOR):
     """The IMP runs a method needs: a list of (IMP kwargs, {round index: target})."""
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}; choose from {list(METHODS)}.")
     last = max(targets)
-    if method in ("imp", "lr", "earlybird"):
+    rewind = "lr" if method.startswith("lr") else "0it"
+    base = method[3:] if method.startswith("lr_") else method
+    if base in ("imp", "lr", "earlybird"):
         kwargs = dict(rounds=last, prune_rate=BASE_RATE, output_layer_rate=OUTPUT_RATE,
-                      rewind="lr" if method == "lr" else "0it")
-        if method == "earlybird":
+                      rewind=rewind)
+        if base == "earlybird":
             kwargs["round_end"] = "converged"
         return [(kwargs, {t: t for t in targets})]
-    if method == "oneshot":
+    if base == "oneshot":
         return [(dict(rounds=1, prune_rate=merged_rate(BASE_RATE, t),
-                      output_layer_rate=merged_rate(OUTPUT_RATE, t), rewind="0it"), {1: t})
+                      output_layer_rate=merged_rate(OUTPUT_RATE, t), rewind=rewind), {1: t})
                 for t in targets]
-    if method == "fewer":
-        bad = [t for t in targets if t % FEWER_FACTOR]
-        if bad:
-            raise ValueError(f"fewer merges {FEWER_FACTOR} rounds; targets {bad} are not multiples.")
-        return [(dict(rounds=last // FEWER_FACTOR, prune_rate=merged_rate(BASE_RATE, FEWER_FACTOR),
-                      output_layer_rate=merged_rate(OUTPUT_RATE, FEWER_FACTOR), rewind="0it"),
-                 {t // FEWER_FACTOR: t for t in targets})]
-    raise ValueError(f"Unknown method {method!r}; choose from {list(METHODS)}.")
+    bad = [t for t in targets if t % fewer_factor]
+    if bad:
+        raise ValueError(f"fewer merges {fewer_factor} rounds; targets {bad} are not multiples.")
+    return [(dict(rounds=last // fewer_factor, prune_rate=merged_rate(BASE_RATE, fewer_factor),
+                  output_layer_rate=merged_rate(OUTPUT_RATE, fewer_factor), rewind=rewind),
+             {t // fewer_factor: t for t in targets})]
 
 
 def run_imp(imp_kwargs, seed, train, test, epochs_per_round, batch_size, lr, check_sparsity=None):
@@ -118,7 +122,7 @@ def ticket_rows(method, seed, history, targets):
 
 
 def run_methods(methods, seeds, train, test, epochs_per_round, batch_size=60, lr=1.2e-3,
-                targets=TARGET_ROUNDS, check_sparsity=None):
+                targets=TARGET_ROUNDS, check_sparsity=None, fewer_factor=FEWER_FACTOR):
     """Runs every method for every seed; returns (ticket rows, per-run histories)."""
     rows, runs = [], []
     for seed in seeds:
@@ -126,7 +130,7 @@ def run_methods(methods, seeds, train, test, epochs_per_round, batch_size=60, lr
             if method == "earlybird" and not has_round_end():
                 logger.warning("earlybird skipped: this keras_lottery has no IMP(round_end=...).")
                 continue
-            for imp_kwargs, run_targets in plan(method, targets):
+            for imp_kwargs, run_targets in plan(method, targets, fewer_factor):
                 started = time.perf_counter()
                 history = run_imp(imp_kwargs, seed, train, test, epochs_per_round, batch_size, lr,
                                   check_sparsity)
@@ -189,7 +193,8 @@ def plot(rows, path, title=None):
     import matplotlib.pyplot as plt
 
     summary = summarize(rows)
-    markers = {"imp": "o", "lr": "s", "oneshot": "^", "fewer": "D", "earlybird": "v"}
+    markers = {"imp": "o", "lr": "s", "oneshot": "^", "fewer": "D", "earlybird": "v",
+               "lr_oneshot": "<", "lr_fewer": ">"}
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, method in enumerate(m for m in METHODS if any(r["method"] == m for r in rows)):
         color = f"C{i}"
@@ -234,6 +239,8 @@ def parser():
     p.add_argument("--targets", default=",".join(map(str, TARGET_ROUNDS)),
                    help="target sparsities in base rounds of 20%%/10%% (default: %(default)s = "
                    "10.8%% and 3.6%% of the weights)")
+    p.add_argument("--fewer-factor", type=int, default=FEWER_FACTOR,
+                   help="base rounds merged into one by fewer / lr_fewer (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=60, help="(default: %(default)s)")
     p.add_argument("--lr", type=float, default=1.2e-3, help="Adam learning rate (default: %(default)s)")
     p.add_argument("--train-limit", type=int, default=None,
@@ -283,7 +290,8 @@ def main(argv=None):
         test = (test[0][: args.test_limit], test[1][: args.test_limit])
     started = time.time()
     rows, runs = run_methods(methods, range(args.first_seed, args.first_seed + args.seeds), train,
-                             test, args.epochs_per_round, args.batch_size, args.lr, targets)
+                             test, args.epochs_per_round, args.batch_size, args.lr, targets,
+                             fewer_factor=args.fewer_factor)
     summary = summarize(rows)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "cheap_tickets.json"), "w") as f:

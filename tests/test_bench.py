@@ -162,3 +162,50 @@ def test_guard_bench_runs_and_checks_pruned_weights(capsys):
     rows = {line.split()[0]: float(line.split()[-1]) for line in lines[1:]}
     assert set(rows) == {"no", "every=100", "every=10", "every=1"}
     assert rows["no"] == 1.0 and all(r > 0 for r in rows.values())
+
+
+# -- bench/bench_cheap.py: the cheap-ticket methods side by side ------------------------
+
+
+@pytest.fixture(scope="module")
+def cheap(tmp_path_factory):
+    bench = load_script("bench/bench_cheap.py")
+    path = tmp_path_factory.mktemp("cheap") / "cheap.json"
+    results = bench.main(["--tiny", "--methods", "imp,lr,oneshot,earlybird", "--json", str(path)])
+    return bench, results, json.loads(path.read_text())
+
+
+def test_cheap_bench_counts_every_round_up_to_the_ticket(cheap):
+    bench, results, stored = cheap
+    assert stored == json.loads(json.dumps(results))
+    rows = {t["method"]: t for t in results["table"]}
+    steps_per_round = bench.TINY["train"] // bench.TINY["batch_size"]
+    # target: 2 base rounds; imp and lr train rounds 0..2, one-shot rounds 0..1
+    assert rows["imp"]["steps_mean"] == rows["lr"]["steps_mean"] == 3 * steps_per_round
+    assert rows["oneshot"]["steps_mean"] == 2 * steps_per_round
+    assert rows["oneshot"]["steps_vs_imp"] == pytest.approx(2 / 3)
+    assert rows["imp"]["steps_vs_imp"] == rows["imp"]["seconds_vs_imp"] == 1.0
+    # every method reaches the same sparsity (0.8 ** 2 hidden, 0.9 ** 2 output)
+    for row in rows.values():
+        assert row["weights_remaining"] == pytest.approx(rows["imp"]["weights_remaining"], abs=1e-4)
+    has_earlybird = bench._examples().has_round_end()
+    assert ("earlybird" in rows) == has_earlybird
+    assert results["skipped"] == ([] if has_earlybird else ["earlybird"])
+
+
+def test_cheap_plan_merges_rounds_to_the_same_final_sparsity():
+    ct = load_script("examples/cheap_tickets.py")
+    [(full, full_targets)] = ct.plan("imp", (10, 15))
+    assert full == dict(rounds=15, prune_rate=0.2, output_layer_rate=0.1, rewind="0it")
+    assert full_targets == {10: 10, 15: 15}
+    oneshots = ct.plan("lr_oneshot", (10, 15))
+    assert [(kw["rounds"], kw["rewind"], t) for kw, t in oneshots] == [(1, "lr", {1: 10}), (1, "lr", {1: 15})]
+    assert 1 - oneshots[0][0]["prune_rate"] == pytest.approx(0.8 ** 10)
+    assert 1 - oneshots[1][0]["output_layer_rate"] == pytest.approx(0.9 ** 15)
+    [(fewer, fewer_targets)] = ct.plan("fewer", (10, 15))
+    assert fewer["rounds"] == 3 and fewer_targets == {2: 10, 3: 15}
+    assert (1 - fewer["prune_rate"]) ** 2 == pytest.approx(0.8 ** 10)
+    with pytest.raises(ValueError, match="multiples"):
+        ct.plan("fewer", (10, 12))
+    with pytest.raises(ValueError, match="Unknown method"):
+        ct.plan("magic")
