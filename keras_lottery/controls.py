@@ -12,6 +12,14 @@ optimizer, same data order, same number of steps from the same step k):
   layer, weights taken from the ticket's rewind point θk; for a block ticket
   (`IMP(block=...)`) random whole blocks, the same number in every layer.
 
+For a ticket found with learning-rate rewinding (`rewind="lr"`), whose rounds
+start from the previous round's trained survivors rather than from θk, the
+controls stay the same from-scratch baselines: every control round starts
+from fresh weights (`"reinit"`) or from θk (`"random"`, θ0 for `"lr"`) at step
+k, for one round's training. They ask whether the ticket's inherited, trained
+weights and its mask beat training that sparsity from the start; they are not
+a chain of random pruning with learning-rate rewinding.
+
 Usage::
 
     data, steps = ordered_batches(x, y, batch_size=60, seed=0)   # fixed order

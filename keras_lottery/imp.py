@@ -26,7 +26,10 @@ class IMP:
         one (1 - prune_rate) ** rounds of the prunable weights remain.
       prune_rate: fraction of surviving weights pruned per round, in (0, 1).
       rewind: where survivors are reset to: `"0it"` (θ0, the original lottery
-        ticket), `"500it"` (iterations) or `"2ep"` (epochs).
+        ticket), `"500it"` (iterations) or `"2ep"` (epochs); or `"lr"` /
+        `"lr:500it"`: learning-rate rewinding (Renda et al., 2020), which keeps
+        the trained survivors and rewinds only the optimizer (state reset, step
+        and so the learning-rate schedule back to 0 or k); see `IMPCallback`.
       scope: `"layerwise"` (each layer keeps the same fraction), `"global"`
         (one magnitude threshold across layers; the papers use it for deep
         networks) or `"erk"` (Erdős–Rényi-kernel per-layer densities, then
