@@ -161,6 +161,7 @@ def summarize(rows):
         out.append({"method": method, "target_rounds": target, "n": len(group),
                     "weights_remaining": float(np.mean([r["weights_remaining"] for r in group])),
                     "acc_mean": float(acc.mean()), "acc_spread": float(acc.max() - acc.min()),
+                    "acc_min": float(acc.min()), "acc_max": float(acc.max()),
                     "acc_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
                     "steps_mean": float(steps.mean()), "seconds_mean": float(secs.mean())})
     base = {s["target_rounds"]: s for s in out if s["method"] == "imp"}
@@ -183,6 +184,37 @@ def format_summary(summary):
                      f"{100 * s['acc_mean']:17.2f} ± {100 * s['acc_spread'] / 2:4.2f} "
                      f"{s['steps_mean']:9.0f} {vs:>7} {dacc:>12} {s['seconds_mean']:8.1f}")
     return "\n".join(lines)
+
+
+def markdown_table(summary, dense=None):
+    """The summary as a Markdown table (docs/cheap-tickets.md): mean ± std over seeds, range."""
+    lines = ["| method | % weights | ticket test acc % (mean ± std) | min–max | total steps | "
+             "steps vs IMP | Δ acc vs IMP (points) | seconds (mean) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    if dense is not None:
+        lines.append(f"| dense (round 0) | 100.0 | {100 * dense['acc_mean']:.2f} ± "
+                     f"{100 * dense['acc_std']:.2f} | {100 * dense['acc_min']:.2f}–"
+                     f"{100 * dense['acc_max']:.2f} | {dense['steps']:.0f} | | | |")
+    for s in summary:
+        vs = "" if s["steps_vs_imp"] is None else f"{s['steps_vs_imp']:.2f}"
+        dacc = "" if s["acc_vs_imp"] is None else f"{100 * s['acc_vs_imp']:+.2f}"
+        lines.append(f"| {s['method']} | {100 * s['weights_remaining']:.1f} | "
+                     f"{100 * s['acc_mean']:.2f} ± {100 * s['acc_std']:.2f} | "
+                     f"{100 * s['acc_min']:.2f}–{100 * s['acc_max']:.2f} | {s['steps_mean']:.0f} | "
+                     f"{vs} | {dacc} | {s['seconds_mean']:.0f} |")
+    return "\n".join(lines)
+
+
+def dense_baseline(runs):
+    """Round 0 (the dense network, trained one round) over the `imp` runs' seeds."""
+    import numpy as np
+
+    acc = np.array([r["history"][0]["test_accuracy"] for r in runs if r["method"] == "imp"])
+    if not len(acc):
+        return None
+    steps = [r["history"][0]["steps"] for r in runs if r["method"] == "imp"][0]
+    return {"acc_mean": float(acc.mean()), "acc_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
+            "acc_min": float(acc.min()), "acc_max": float(acc.max()), "steps": steps}
 
 
 def plot(rows, path, title=None):
@@ -270,6 +302,8 @@ def merge(paths, out, title=None):
                   indent=1)
     plot(rows, os.path.join(out, "cheap_tickets.png"), title=title)
     print(format_summary(summary))
+    print()
+    print(markdown_table(summary, dense_baseline(runs)))
     return {"rows": rows, "summary": summary, "runs": runs}
 
 
