@@ -97,10 +97,21 @@ def run_imp(imp_kwargs, seed, train, test, epochs_per_round, batch_size, lr, che
     imp = kl.IMP(**imp_kwargs)
     model = imp.wrap(models.lenet_300_100(input_shape=train[0].shape[1:], num_classes=10, seed=seed))
     models.compile_classifier(model, "adam", lr)
-    epochs = imp.epochs(per_round=epochs_per_round)
-    callbacks = imp.callbacks(test_data=test, verbose=0, check_sparsity=check_sparsity)
-    model.fit(train[0], train[1], batch_size=batch_size, epochs=epochs, callbacks=callbacks,
-              verbose=0, shuffle=True)
+    if getattr(imp, "convergence", None) is None:
+        epochs = imp.epochs(per_round=epochs_per_round)
+        callbacks = imp.callbacks(test_data=test, verbose=0, check_sparsity=check_sparsity)
+        model.fit(train[0], train[1], batch_size=batch_size, epochs=epochs, callbacks=callbacks,
+                  verbose=0, shuffle=True)
+    else:
+        # Early-Bird: fit epochs are chunks of converge_every steps on endless data, a
+        # round's budget (epochs_per_round epochs of data) is an upper bound
+        from keras_lottery.convergence import chunked_batches
+
+        per_epoch = -(-len(train[0]) // batch_size)
+        kwargs = imp.fit_kwargs(steps_per_round=epochs_per_round * per_epoch)
+        data, _ = chunked_batches(train[0], train[1], batch_size, kwargs["steps_per_epoch"], seed=seed)
+        callbacks = imp.callbacks(test_data=test, verbose=0, check_sparsity=check_sparsity)
+        model.fit(data, callbacks=callbacks, verbose=0, **kwargs)
     return [r.to_dict() for r in imp.history]
 
 
