@@ -16,8 +16,10 @@ ran); `TFLiteModel` feeds each input in its own dtype and returns outputs in
 the Keras order. `report` compares ticket and dense model across all formats.
 
 The package's modules: `formats` (strip, .keras / .h5 / SavedModel, atomic
-writing), `lite` (TFLite conversion, `TFLiteModel`), `comparison` (`report`,
-`format_report`); use the names below, not the modules.
+writing), `lite` (TFLite conversion, `TFLiteModel`), `sparse_ops` (`kernel_ops`:
+what the converted file does with each pruned kernel: native sparse,
+DENSIFY or dense), `comparison` (`report`, `format_report`); use the names
+below, not the modules.
 
 Example:
     import keras_lottery as kl
@@ -43,6 +45,7 @@ from keras_lottery.export.lite import (
     tflite,
 )
 from keras_lottery.export.comparison import ALL_FORMATS, format_report, gzip_size, report
+from keras_lottery.export.sparse_ops import kernel_ops
 
 __all__ = [
     "ExportError",
@@ -59,6 +62,7 @@ __all__ = [
     "format_report",
     "file_size",
     "gzip_size",
+    "kernel_ops",
 ]
 
 # The public names are documented (docs/api.md) and pickled as keras_lottery.export.*

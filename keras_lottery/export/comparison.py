@@ -19,6 +19,7 @@ from keras_lottery import report as report_lib
 from keras_lottery._keras import check_tf_keras_model, keras
 from keras_lottery.export import formats as writers
 from keras_lottery.export import lite
+from keras_lottery.export import sparse_ops
 from keras_lottery.wrap import pruned_layers, strip_model
 
 ALL_FORMATS = ("keras", "h5", "savedmodel") + tuple(lite.TFLITE_VARIANTS)
@@ -167,14 +168,22 @@ def report(model, test_data, dense_model=None, representative_data=None, out_dir
       formats: subset of `ALL_FORMATS`.
       latency_batches: batch sizes timed with the TFLite interpreter.
       repeats: timed invocations per batch size (the median is reported).
-      num_threads: interpreter threads.
+      num_threads: interpreter threads (in the report as `num_threads`, with
+        each variant's `interpreter`).
       allow_dense: see `strip`.
       per_channel: int8 quantization granularity, see `tflite`.
       unroll: convert recurrent layers unrolled, see `tflite`.
 
     Returns:
       The report dict (also written to `out_dir/export_report.json`); print
-      it with `format_report`.
+      it with `format_report`. Each `tflite` row holds the ticket's and the
+      dense model's latency per batch (`latency_ms`, `dense_latency_ms`,
+      `latency_ratio` = ticket / dense), the interpreter and thread count,
+      and `kernels`: per weighted op of the ticket's converted file, read
+      back from the flatbuffer and the interpreter (`kernel_ops`), whether
+      its filter is a native sparse tensor (with its block shape), goes
+      through a DENSIFY op, or is dense, and whether the delegate or the
+      builtin kernel runs it; `kernel_storage` counts them.
 
     Raises:
       ValueError: bad formats, missing or misshaped representative data for
@@ -264,6 +273,12 @@ def report(model, test_data, dense_model=None, representative_data=None, out_dir
                 xb = _slice(x_arrays, batch)
                 entry["latency_ms"][str(batch)] = 1e3 * t_lite.latency(xb, repeats)
                 entry["dense_latency_ms"][str(batch)] = 1e3 * d_lite.latency(xb, repeats)
+            entry["latency_ratio"] = {b: entry["latency_ms"][b] / entry["dense_latency_ms"][b]
+                                      for b in entry["latency_ms"]}
+            entry["num_threads"] = num_threads
+            # read back from the converted file: native sparse, DENSIFY or dense per layer
+            entry["kernels"] = sparse_ops.kernel_ops(t_lite.content, plain, t_lite.interpreter)
+            entry["kernel_storage"] = sparse_ops.summary(entry["kernels"])
             tflite_rows.append(entry)
         result = {
             "model": plain.name,
@@ -344,14 +359,42 @@ def format_report(result):
                         f", Keras dense {result['dense_keras_accuracy']:.4f}"))
         header = f"{'variant':<20}{'acc':>8}{'dense acc':>10}{'max|Δlogit|':>13}"
         for b in batches:
-            header += f"{f'ms/b{b}':>10}{f'dense ms/b{b}':>14}"
+            header += f"{f'ms/b{b}':>10}{f'dense ms/b{b}':>14}{'ratio':>7}"
         lines.append(header + "  int8 scales  interpreter")
         for r in result["tflite"]:
             dense_acc = "-" if r["dense_accuracy"] is None else f"{r['dense_accuracy']:.4f}"
             line = (f"{r['variant']:<20}{r['accuracy']:>8.4f}{dense_acc:>10}"
                     f"{r['max_abs_logit_diff']:>13.2e}")
             for b in batches:
-                line += f"{r['latency_ms'][b]:>10.3f}{r['dense_latency_ms'][b]:>14.3f}"
+                ratio = r["latency_ms"][b] / r["dense_latency_ms"][b]
+                line += f"{r['latency_ms'][b]:>10.3f}{r['dense_latency_ms'][b]:>14.3f}{ratio:>7.2f}"
             kind = r["interpreter"].split("(")[-1].split(";")[0].rstrip(")")
             lines.append(line + f"  {r.get('int8_scales') or '-':<11}  {kind}")
+        if any(r.get("kernels") for r in result["tflite"]):
+            lines.append("")
+            lines.extend(format_kernels(result["tflite"]))
     return "\n".join(lines)
+
+
+def format_kernels(tflite_rows):
+    """Lines of the per-layer kernel table (`kernels` of each report TFLite row).
+
+    storage: `sparse` = a native sparse filter tensor (the op's kernel runs
+    on the compressed values), `densify` = a DENSIFY op expands it and the
+    dense kernel runs, `dense` = stored dense. runs on: the interpreter's
+    delegate (XNNPACK) or TFLite's builtin kernel.
+    """
+    lines = ["TFLite kernels of the ticket, read from each converted file (sparse = native "
+             "sparse tensor; densify = DENSIFY op + dense kernel)",
+             f"{'variant':<20}{'layer':<16}{'op':<18}{'dtype':<9}{'storage':<9}"
+             f"{'block':>7}{'Keras block':>13}{'stored/weights':>16}  runs on"]
+    for r in tflite_rows:
+        for k in r.get("kernels") or []:
+            stored = ("-" if k["stored_values"] is None else
+                      f"{k['stored_values'] / k['weights']:.1%}")
+            keras_block = "-" if k["keras_block"] is None else \
+                "x".join(str(b) for b in k["keras_block"])
+            lines.append(f"{r['variant']:<20}{k['layer'] or '?':<16}{k['op']:<18}{k['dtype']:<9}"
+                         f"{k['storage']:<9}{k['block'] or '-':>7}{keras_block:>13}{stored:>16}"
+                         f"  {k['runs_on'] or '?'}")
+    return lines

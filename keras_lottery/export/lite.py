@@ -544,6 +544,9 @@ class TFLiteModel:
     Args:
       content: flatbuffer bytes, or a path to a `.tflite` file.
       num_threads: interpreter threads (default 1, for stable timings).
+      xnnpack: False runs TFLite's builtin kernels without the default
+        XNNPACK delegate (ai-edge-litert's `BUILTIN_WITHOUT_DEFAULT_DELEGATES`),
+        e.g. to time the kernels a platform without XNNPACK would use.
 
     Attributes:
       interpreter_name: which interpreter runs it: `"ai_edge_litert <version>
@@ -563,7 +566,7 @@ class TFLiteModel:
       >>> logits = lite.predict(x_test)                   # doctest: +SKIP
     """
 
-    def __init__(self, content, num_threads=1):
+    def __init__(self, content, num_threads=1, xnnpack=True):
         if isinstance(content, (str, os.PathLike)):
             if not os.path.exists(content):
                 raise FileNotFoundError(f"No TFLite file at {content}.")
@@ -571,6 +574,7 @@ class TFLiteModel:
                 content = f.read()
         self.content = bytes(content)
         self.num_threads = num_threads
+        self.xnnpack = xnnpack
         self._batch = None
         flex = self._flex_ops()
         if flex:
@@ -607,12 +611,12 @@ class TFLiteModel:
                 name = f"ai_edge_litert {version('ai-edge-litert')}"
             except Exception:  # metadata missing: still name the package
                 name = "ai_edge_litert"
-            attempts = [
-                (f"{name} (XNNPACK)", {}),
-                (f"{name} (builtin kernels; XNNPACK refused the model)",
-                 {"experimental_op_resolver_type":
-                  litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}),
-            ]
+            builtin = {"experimental_op_resolver_type":
+                       litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+            attempts = ([(f"{name} (XNNPACK)", {}),
+                         (f"{name} (builtin kernels; XNNPACK refused the model)", builtin)]
+                        if self.xnnpack else
+                        [(f"{name} (builtin kernels; XNNPACK not used)", builtin)])
             for label, kwargs in attempts:
                 try:
                     interp = litert.Interpreter(model_content=self.content,

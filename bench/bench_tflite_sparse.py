@@ -1,0 +1,322 @@
+"""When is a sparse TFLite ticket faster? Dense vs unstructured vs block tickets, side by side.
+
+One run converts the same network in several variants and times them
+interleaved (every repetition visits every variant in a rotating order, so
+they see the same machine load):
+
+- dense float, and float sparse (`EXPERIMENTAL_SPARSITY`) tickets with the
+  same nonzero count pruned by magnitude: unstructured, and in blocks of
+  (4, 1) = 4 consecutive inputs of one output unit (Keras (in, out) kernel
+  axes; TFLite's 1x4), and (1, 4) along the output axis;
+- int8 (full integer) dense and int8 + sparse with several block shapes
+  (unstructured, 4x1, 8x1, 16x1, 1x16), to see whether any gives an int8
+  sparse model faster than int8 dense;
+- dense float and int8 on TFLite's builtin kernels without XNNPACK, the
+  kernels a runtime without that delegate would use;
+- a Conv-2 with (1, 1, 4, 1) blocks on its convolution kernels (4
+  consecutive input channels of one output channel).
+
+For each: file bytes, batch-1 and batch-128 latency (medians over the
+repetitions of each repetition's median) and their ratios to the dense model
+of the same precision, and what the converted file holds per layer, read
+back with `kl.export.kernel_ops` (native sparse tensor with its block, a
+DENSIFY op, or dense; delegate or builtin kernel).
+
+The pruned weights come from `kl.IMP(block=...)` when this keras-lottery
+has it and `--imp` is given; otherwise from magnitude pruning of the
+network's initial weights (latency and the converter's choices depend only
+on where the zeros are, not on training).
+
+Usage:
+  python bench/bench_tflite_sparse.py              # the documented run
+  python bench/bench_tflite_sparse.py --tiny       # seconds; used by the tests
+  python bench/bench_tflite_sparse.py --json out.json --threads 2
+
+See docs/export.md ("When a sparse ticket is faster") for the figures.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+import keras_lottery as kl  # noqa: E402
+from keras_lottery._keras import keras  # noqa: E402
+from keras_lottery.models import conv_net, lenet_300_100  # noqa: E402
+
+FULL = {"sparsity": 0.9, "rounds": 15, "invokes": 40, "batches": (1, 128),
+        "lenet_input": 784, "conv_shape": (28, 28, 1), "conv_invokes": 4,
+        "int8_blocks": ["unstructured", (4, 1), (8, 1), (16, 1), (1, 16)], "extra": True}
+# the smoke test's: small inputs, and no builtin-kernel / 1x4 / Conv-2 unstructured rows
+TINY = {"sparsity": 0.9, "rounds": 2, "invokes": 3, "batches": (1, 16),
+        "lenet_input": 64, "conv_shape": (8, 8, 4), "conv_invokes": 2,
+        "int8_blocks": [(16, 1)], "extra": False}
+
+
+# -- pruned weights ---------------------------------------------------------------------
+
+
+def block_prune(kernel, fraction, block=None):
+    """`kernel` with its weakest `fraction` zeroed, in blocks or one by one.
+
+    Args:
+      kernel: a Dense (in, out) or Conv (h, w, in, out) kernel.
+      fraction: share of the kernel's blocks (or weights) set to zero.
+      block: None (unstructured), or a block over the kernel's last two
+        axes `(inputs, outputs)`, e.g. (4, 1) = 4 consecutive inputs of one
+        output unit; a Conv kernel's spatial axes are blocks of 1. Blocks
+        at a ragged edge are partial; they are scored by their mean |w|.
+
+    Returns:
+      The pruned kernel (a new array).
+    """
+    kernel = np.asarray(kernel)
+    if block is None or tuple(block) == (1, 1):
+        threshold = np.quantile(np.abs(kernel), fraction)
+        return np.where(np.abs(kernel) > threshold, kernel, 0).astype(kernel.dtype)
+    bi, bo = block
+    *lead, n_in, n_out = kernel.shape
+    pad_in, pad_out = -n_in % bi, -n_out % bo
+    mag = np.pad(np.abs(kernel), [(0, 0)] * len(lead) + [(0, pad_in), (0, pad_out)])
+    count = np.pad(np.ones_like(kernel), [(0, 0)] * len(lead) + [(0, pad_in), (0, pad_out)])
+    shape = tuple(lead) + ((n_in + pad_in) // bi, bi, (n_out + pad_out) // bo, bo)
+    score = mag.reshape(shape).sum(axis=(-3, -1)) / count.reshape(shape).sum(axis=(-3, -1))
+    keep = score > np.quantile(score, fraction)
+    mask = np.repeat(np.repeat(keep, bi, axis=-2), bo, axis=-1)[..., :n_in, :n_out]
+    return (kernel * mask).astype(kernel.dtype)
+
+
+def pruned_copy(model, fraction, block=None, conv_block=None):
+    """A copy of `model` with Dense kernels pruned in `block` and Conv kernels in `conv_block`.
+
+    A Conv kernel's block runs along its input channels, so a layer whose
+    input channels are fewer than the block (a first layer on 1-channel
+    images) is pruned unstructured, as is every kernel when block is None.
+    """
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    for layer in copy.layers:
+        kernel_block = None
+        if isinstance(layer, keras.layers.Dense):
+            kernel_block = block
+        elif isinstance(layer, keras.layers.Conv2D):
+            kernel_block = conv_block
+        else:
+            continue
+        weights = layer.get_weights()
+        if kernel_block is not None and weights[0].shape[-2] < kernel_block[0]:
+            kernel_block = None
+        weights[0] = block_prune(weights[0], fraction, kernel_block)
+        layer.set_weights(weights)
+    return copy
+
+
+def _imp_has_blocks():
+    import inspect
+
+    return "block" in inspect.signature(kl.IMP).parameters
+
+
+def imp_ticket(model, x, y, block, rounds=3, fraction=0.9):
+    """A real block ticket: `kl.IMP(block=...)` on (x, y), stripped; needs block IMP."""
+    from keras_lottery.models import compile_classifier
+
+    rate = 1 - (1 - fraction) ** (1 / rounds)
+    imp = kl.IMP(rounds=rounds, prune_rate=rate, block=block)
+    wrapped = compile_classifier(imp.wrap(keras.models.clone_model(model)), "adam", 1.2e-3)
+    wrapped.fit(x, y, batch_size=60, epochs=imp.epochs(per_round=1),
+                callbacks=imp.callbacks(verbose=0), verbose=0)
+    return kl.export.strip(wrapped)
+
+
+# -- variants ------------------------------------------------------------------------------
+
+
+def _label(block):
+    return "unstructured" if block is None or block == "unstructured" else \
+        "x".join(str(b) for b in block)
+
+
+def lenet_variants(config, x_cal, use_imp=False, x_train=None, y_train=None):
+    """(name, group, Keras model, sparse, int8, xnnpack) for the LeNet section."""
+    fraction = config["sparsity"]
+    dense = lenet_300_100((config["lenet_input"],), seed=0)
+
+    def ticket(block):
+        if use_imp:
+            return imp_ticket(dense, x_train, y_train, block, fraction=fraction)
+        return pruned_copy(dense, fraction, block)
+
+    unstructured, b41 = ticket(None), ticket((4, 1))
+    extra = config["extra"]
+    rows = [("dense float", "float", dense, False, False, True)]
+    rows += [("dense float, builtin", "float", dense, False, False, False)] if extra else []
+    rows += [("unstructured float", "float", unstructured, True, False, True),
+             ("block 4x1 float", "float", b41, True, False, True)]
+    rows += [("block 1x4 float", "float", ticket((1, 4)), True, False, True)] if extra else []
+    rows += [("dense int8", "int8", dense, False, True, True)]
+    rows += [("dense int8, builtin", "int8", dense, False, True, False)] if extra else []
+    for block in config["int8_blocks"]:
+        block = None if block == "unstructured" else tuple(block)
+        model = unstructured if block is None else b41 if block == (4, 1) else ticket(block)
+        rows.append((f"{_label(block)} int8 sparse", "int8", model, True, True, True))
+    return rows
+
+
+def conv_variants(config):
+    fraction = config["sparsity"]
+    dense = conv_net(2, config["conv_shape"], seed=0)
+    rows = [("Conv-2 dense float", "float", dense, False, False, True)]
+    if config["extra"]:
+        rows.append(("Conv-2 unstructured float", "float", pruned_copy(dense, fraction), True,
+                     False, True))
+    rows.append(("Conv-2 block 4x1 float", "float",
+                 pruned_copy(dense, fraction, (4, 1), (4, 1)), True, False, True))
+    return rows
+
+
+def _convert(model, sparse, int8, x_cal):
+    return kl.export.tflite(model, sparse=sparse, int8=int8,
+                            representative_data=x_cal if int8 else None, allow_dense=True)
+
+
+# -- timing --------------------------------------------------------------------------------
+
+
+def time_interleaved(runners, batches, rounds, invokes_of):
+    """{name: {batch: [median ms per round]}}: every round visits every runner, rotated."""
+    times = {name: {b: [] for b in batches} for name, _, _ in runners}
+    for r in range(rounds):
+        order = runners[r % len(runners):] + runners[:r % len(runners)]
+        for name, lite, xs in order:
+            for b in batches:
+                times[name][b].append(1e3 * lite.latency(xs[b], invokes_of(name, b), warmup=2))
+    return times
+
+
+def run_section(title, variants, config, x_cal, inputs, threads, invokes):
+    runners, rows = [], []
+    for name, group, model, sparse, int8, xnnpack in variants:
+        content = _convert(model, sparse, int8, x_cal)
+        lite = kl.export.TFLiteModel(content, threads, xnnpack=xnnpack)
+        kernels = kl.export.kernel_ops(content, model, lite.interpreter)
+        xs = {b: inputs[:b] for b in config["batches"]}
+        keras_logits = model.predict(inputs[:64], verbose=0)
+        diff = float(np.max(np.abs(lite.predict(inputs[:64]) - keras_logits)))
+        runners.append((name, lite, xs))
+        rows.append({"variant": name, "group": group, "sparse": sparse, "int8": int8,
+                     "bytes": len(content), "interpreter": lite.interpreter_name,
+                     "zeros": _zero_fraction(model), "max_abs_logit_diff": diff,
+                     "kernels": kernels})
+    times = time_interleaved(runners, config["batches"], config["rounds"],
+                             lambda name, b: invokes)
+    base = {}
+    for row in rows:
+        row["latency_ms"] = {str(b): statistics.median(times[row["variant"]][b])
+                             for b in config["batches"]}
+        row["latency_rounds_ms"] = {str(b): times[row["variant"]][b] for b in config["batches"]}
+        base.setdefault(row["group"], row)
+    dense_float = rows[0]
+    for row in rows:
+        ref = base[row["group"]]
+        row["reference"] = ref["variant"]
+        row["latency_ratio"] = {b: row["latency_ms"][b] / ref["latency_ms"][b]
+                                for b in row["latency_ms"]}
+        row["bytes_vs_dense_float"] = row["bytes"] / dense_float["bytes"]
+    return {"title": title, "rows": rows}
+
+
+def _zero_fraction(model):
+    kernels = [k for _, k in kl.export.formats.prunable_kernels(model)]
+    return float(sum(int(np.sum(k == 0)) for k in kernels) / sum(k.size for k in kernels))
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+def _ops_text(kernels):
+    parts = []
+    for k in kernels:
+        kind = k["storage"] + (f" {k['block']}" if k["block"] else "")
+        parts.append(f"{k['layer'] or '?'}: {kind}, {k['runs_on'] or '?'}")
+    return "; ".join(parts)
+
+
+def format_report(results):
+    lines = [f"TFLite sparse tickets, {results['interpreter']}, {results['threads']} thread(s), "
+             f"{results['rounds']} interleaved rounds; ms = median over rounds of each round's "
+             "median invoke; ratio = to the dense model of the same precision (and its "
+             "interpreter: the first row of its group)"]
+    batches = results["batches"]
+    for section in results["sections"]:
+        lines += ["", section["title"]]
+        header = f"{'variant':<28}{'zeros':>7}{'bytes':>11}{'vs dense':>9}"
+        for b in batches:
+            header += f"{f'ms b{b}':>10}{'ratio':>7}"
+        lines.append(header + "  ops per layer (storage, block in TFLite's (out, in) axes, engine)")
+        for row in section["rows"]:
+            line = (f"{row['variant']:<28}{row['zeros']:>7.1%}{row['bytes']:>11,}"
+                    f"{row['bytes_vs_dense_float']:>9.1%}")
+            for b in batches:
+                line += f"{row['latency_ms'][str(b)]:>10.4f}{row['latency_ratio'][str(b)]:>7.2f}"
+            lines.append(line + "  " + _ops_text(row["kernels"]))
+    return "\n".join(lines)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="a few seconds, for the tests")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved repetitions")
+    parser.add_argument("--threads", type=int, default=1, help="interpreter threads")
+    parser.add_argument("--no-conv", action="store_true", help="skip the Conv-2 section")
+    parser.add_argument("--imp", action="store_true",
+                        help="block tickets from kl.IMP(block=...) on Fashion-MNIST-shaped "
+                        "synthetic data (needs block IMP)")
+    parser.add_argument("--json", default=None, help="also write the results here")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    config = dict(TINY if args.tiny else FULL)
+    if args.rounds:
+        config["rounds"] = args.rounds
+    if args.imp and not _imp_has_blocks():
+        raise SystemExit("--imp needs kl.IMP(block=...), which this keras-lottery lacks.")
+    rng = np.random.default_rng(0)
+    n = max(config["batches"])
+    x = rng.normal(size=(max(n, 256), config["lenet_input"])).astype("float32")
+    y = rng.integers(0, 10, size=len(x))
+    lenet = run_section(
+        f"LeNet-300-100 ({config['lenet_input']} inputs), {config['sparsity']:.0%} of each "
+        "kernel pruned", lenet_variants(config, x[:256], args.imp, x, y), config, x[:256], x,
+        args.threads, config["invokes"])
+    sections = [lenet]
+    if not args.no_conv:
+        xc = rng.normal(size=(max(n, 64),) + tuple(config["conv_shape"])).astype("float32")
+        sections.append(run_section(
+            f"Conv-2 on {config['conv_shape']} inputs, {config['sparsity']:.0%} of each kernel "
+            "pruned; conv blocks along input channels", conv_variants(config), config, xc[:64],
+            xc, args.threads, config["conv_invokes"]))
+    first = sections[0]["rows"][0]
+    results = {"interpreter": first["interpreter"].split(" (")[0], "threads": args.threads,
+               "rounds": config["rounds"], "batches": list(config["batches"]),
+               "tickets_from": "kl.IMP(block=...)" if args.imp else "magnitude pruning",
+               "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+               "python": sys.version.split()[0], "sections": sections}
+    print(format_report(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1, default=str)
+    return results
+
+
+if __name__ == "__main__":
+    main()
