@@ -209,3 +209,34 @@ def test_cheap_plan_merges_rounds_to_the_same_final_sparsity():
         ct.plan("fewer", (10, 12))
     with pytest.raises(ValueError, match="Unknown method"):
         ct.plan("magic")
+
+
+def test_tflite_sparse_bench_reports_ops_and_ratios(tmp_path):
+    bench = load_script("bench/bench_tflite_sparse.py")
+    results = bench.main(["--tiny", "--json", str(tmp_path / "sparse.json")])
+    assert json.loads((tmp_path / "sparse.json").read_text())["rounds"] == results["rounds"] == 2
+    lenet, conv = results["sections"]
+    rows = {r["variant"]: r for r in lenet["rows"]}
+    assert set(rows) == {"dense float", "unstructured float", "block 4x1 float", "dense int8",
+                         "16x1 int8 sparse"}
+    storage = {name: [(k["storage"], k["block"]) for k in r["kernels"]] for name, r in rows.items()}
+    assert storage["dense float"] == [("dense", None)] * 3
+    assert storage["unstructured float"] == [("densify", None)] * 3
+    assert storage["block 4x1 float"] == [("sparse", "1x4")] * 3
+    assert storage["16x1 int8 sparse"] == [("sparse", "1x16")] * 3
+    for r in lenet["rows"] + conv["rows"]:
+        ref = "dense float" if r["group"] == "float" else "dense int8"
+        assert r["reference"] == (ref if r in lenet["rows"] else "Conv-2 dense float")
+        for b in ("1", "16"):
+            assert len(r["latency_rounds_ms"][b]) == 2 and r["latency_ms"][b] > 0
+        if r["sparse"]:
+            assert r["zeros"] == pytest.approx(0.9, abs=0.01)
+        if r["sparse"] and r in lenet["rows"]:
+            assert r["bytes"] < 0.2 * rows["dense float"]["bytes"]
+        if not r["int8"]:
+            assert r["max_abs_logit_diff"] < 1e-5
+    assert rows["dense float"]["latency_ratio"] == {"1": 1.0, "16": 1.0}
+    assert [k["layer"] for k in conv["rows"][-1]["kernels"]] == ["conv1", "conv2", "fc1", "fc2",
+                                                                 "output"]
+    text = bench.format_report(results)
+    assert all(f"{name} " in text for name in rows) and "fc1: sparse 1x4, builtin" in text
