@@ -49,6 +49,9 @@ def register(subparsers):
                    help="all: dense model file to compare against (default: the ticket "
                    "with its zeros refilled at random, for sizes and latency only)")
     p.add_argument("--repeats", type=int, default=50, help="all: timed TFLite runs per batch (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="all: TFLite interpreter threads for the latency figures "
+                   "(default: %(default)s)")
     p.add_argument("--allow-dense", action="store_true",
                    help="export even a model that was never pruned (as a dense model)")
     p.add_argument("--quiet", action="store_true", help="print less")
@@ -157,6 +160,7 @@ def export(args):
             dense, _ = _load_source(args.dense)
         result = export_lib.report(model, data[1], dense_model=dense, representative_data=rep,
                                    out_dir=args.out, repeats=args.repeats,
+                                   num_threads=args.threads,
                                    allow_dense=args.allow_dense, per_channel=per_channel,
                                    unroll=args.unroll)
         print(export_lib.format_report(result))
@@ -180,4 +184,23 @@ def export(args):
     if not args.quiet:
         variant = "".join([" int8" if args.int8 else "", " sparse" if args.sparse else ""])
         print(f"wrote {args.format}{variant}: {path} ({size / 1024:,.1f} KB)")
+        if args.format == "tflite":
+            _print_kernels(path, model, export_lib, args.allow_dense)
     return 0
+
+
+def _print_kernels(path, model, export_lib, allow_dense):
+    """What the written file does with each weighted layer (read back from it)."""
+    with open(path, "rb") as f:
+        content = f.read()
+    try:
+        interpreter = export_lib.TFLiteModel(content).interpreter
+    except RuntimeError:  # Flex ops: nothing here runs it; the file still says its storage
+        interpreter = None
+    plain = export_lib.strip(model, allow_dense)
+    for k in export_lib.kernel_ops(content, plain, interpreter):
+        block = f" {k['block']} blocks" if k["block"] else ""
+        engine = {"delegate": ", XNNPACK", "builtin": ", builtin kernel", None: ""}[k["runs_on"]]
+        how = {"sparse": f"native sparse{block}", "densify": "DENSIFY + dense kernel",
+               "dense": "dense"}[k["storage"]]
+        print(f"  {k['layer'] or '?'}: {k['op']} {k['dtype']}, {how}{engine}")
