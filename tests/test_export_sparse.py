@@ -125,3 +125,17 @@ def test_report_has_kernels_and_latency_per_variant(tickets, x):
                     and "FULLY_CONNECTED" in line]
     assert len(kernel_lines) == 3 and all(" sparse " in line and "1x4" in line
                                           for line in kernel_lines)
+
+
+def test_cli_tflite_export_says_what_each_layer_became(tickets, tmp_path, capsys):
+    from keras_lottery.cli import main
+
+    for name, expected in (("block", "native sparse 1x4 blocks, builtin kernel"),
+                           ("unstructured", "DENSIFY + dense kernel, XNNPACK")):
+        path = tmp_path / f"{name}.keras"
+        tickets[name].save(path)
+        out = tmp_path / f"{name}.tflite"
+        assert main(["export", str(path), "--format", "tflite", "--sparse", "--out", str(out)]) == 0
+        printed = capsys.readouterr().out
+        for layer in ("fc1", "fc2", "output"):
+            assert f"  {layer}: FULLY_CONNECTED float32, {expected}" in printed, printed
