@@ -71,11 +71,14 @@ _ATTRIBUTES = {
     "train_control": "controls",
     "ExperimentSettings": "experiment",
     "run_experiment": "experiment",
+    "ConvergenceCriterion": "convergence",
+    "MaskConvergence": "convergence",
+    "chunked_batches": "convergence",
 }
 
 # public submodules (tuning needs keras-tuner: `import keras_lottery.tuning`)
 _SUBMODULES = (
-    "controls", "convert", "data", "early_stop", "experiment", "export", "models",
+    "controls", "convergence", "convert", "data", "early_stop", "experiment", "export", "models",
     "progress", "report", "resume", "stability", "tensorboard",
 )
 
@@ -85,6 +88,10 @@ __all__ = [
     "run_experiment",
     "TicketRecorder",
     "controls",
+    "convergence",
+    "ConvergenceCriterion",
+    "MaskConvergence",
+    "chunked_batches",
     "early_stop",
     "experiment",
     "train_control",

@@ -18,6 +18,7 @@ from keras_lottery import blocks as blocks_lib
 from keras_lottery import masks as masks_lib
 from keras_lottery import report as report_lib
 from keras_lottery._keras import keras
+from keras_lottery.convergence import MaskConvergence, make_criterion
 from keras_lottery.early_stop import IntervalEvaluator, early_stopping_point
 from keras_lottery.rewind import (
     WeightSnapshot,
@@ -56,6 +57,12 @@ class RoundResult:
       metrics: every metric Keras logged at the round's last epoch.
       all_weights_remaining: fraction of ALL the model's parameters kept
         (biases, normalization and layers that are not pruned count as kept).
+      converged_step: with `round_end="converged"`, the step into the round
+        at which its next mask converged and the round ended (None: the
+        round trained its whole budget).
+      mask_distances: with `round_end="converged"`, `[step, distance]` per
+        check of the round (see `keras_lottery.convergence`); None in the
+        last round, which has no next mask and trains its whole budget.
     """
 
     round: int
@@ -75,6 +82,8 @@ class RoundResult:
     metrics: dict = dataclasses.field(default_factory=dict)
     early_stop_test_accuracy: float = None
     all_weights_remaining: float = None
+    converged_step: int = None
+    mask_distances: list = None
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -152,6 +161,17 @@ class IMPCallback(keras.callbacks.Callback):
         kernels in whole blocks (see `keras_lottery.blocks`); None (the
         default) or `(1, 1)` prunes weight by weight.
       block_score: how blocks are ranked, `"l1"` (default) or `"l2"`.
+      round_end: `"epochs"` (default) trains every round for
+        `epochs_per_round` epochs; `"converged"` (Early-Bird) checks every
+        `converge_every` steps the mask the round would produce and ends
+        the round at the first check where it has converged
+        (`keras_lottery.convergence`); each fit epoch is then one chunk of
+        `converge_every` steps (fit's `steps_per_epoch`), `epochs_per_round`
+        chunks are a round's budget, the last round trains its whole budget,
+        and fit stops once it is done (docs/concepts/early-bird.md).
+      converge_every, converge_tol, converge_patience: the check interval in
+        steps, the tolerance and the patience (`ConvergenceCriterion`;
+        None: the defaults); only with `round_end="converged"`.
 
     Learning-rate rewinding (`rewind="lr"`, Renda et al., 2020): at a
     round's end the new masks are computed as usual, but the survivors keep
@@ -167,7 +187,9 @@ class IMPCallback(keras.callbacks.Callback):
 
     Raises:
       ValueError: for a bad rewind point (also one past the end of round 0,
-        at the start of training, before any step), scope or block.
+        at the start of training, before any step), scope, block or round_end
+        setting (also, at the start of training, a `steps_per_epoch` that
+        is not `converge_every` with `round_end="converged"`).
 
     Example:
       >>> imp = IMPCallback(IMPSchedule(3, 0.2), epochs_per_round=2)  # doctest: +SKIP
@@ -184,7 +206,9 @@ class IMPCallback(keras.callbacks.Callback):
     def __init__(self, schedule, epochs_per_round, rewind="0it", scope="layerwise",
                  layer_rates=None, test_data=None, report_dir=None, verbose=1,
                  run_config=None, eval_every=None, validation_data=None,
-                 layer_floor=masks_lib.LAYER_FLOOR, block=None, block_score="l1"):
+                 layer_floor=masks_lib.LAYER_FLOOR, block=None, block_score="l1",
+                 round_end="epochs", converge_every=None, converge_tol=None,
+                 converge_patience=None):
         super().__init__()
         # The batch hook never reads `logs`: let Keras pass them as tensors
         # instead of copying them to NumPy (a host sync) after every step.
@@ -204,6 +228,11 @@ class IMPCallback(keras.callbacks.Callback):
                 f"({self.epochs_per_round} epochs). Rewind to at most "
                 f"'{self.epochs_per_round}ep', or train longer per round.")
         self.scope = scope
+        self.round_end = round_end
+        self.convergence = make_criterion(round_end, converge_every, converge_tol,
+                                          converge_patience, self.rewind)
+        self._tracker = None if self.convergence is None else MaskConvergence(self.convergence)
+        self._round_first_epoch = 0
         self.layer_floor = float(layer_floor)
         self.layer_rates = dict(layer_rates or {})
         self.block = blocks_lib.parse_block(block)
@@ -247,6 +276,27 @@ class IMPCallback(keras.callbacks.Callback):
         self._round_start = time.perf_counter()
         self._round_steps = 0
         self._val_curve = []
+        self._converged_step = None
+        if self._tracker is not None:
+            self._tracker.reset()
+
+    @property
+    def round_first_epoch(self):
+        """The fit epoch the current round started at."""
+        if self.convergence is None:
+            return self.round * self.epochs_per_round
+        return self._round_first_epoch
+
+    def round_ends_at(self, epoch):
+        """True if the current round ends with fit epoch `epoch`.
+
+        For callbacks that run before this one at an epoch's end (they see
+        the round's trained weights and masks before it prunes and rewinds):
+        with `round_end="converged"` the decision is taken at the epoch's
+        last batch.
+        """
+        return (epoch - self.round_first_epoch + 1 >= self.epochs_per_round
+                or self._converged_step is not None)
 
     # -- Keras hooks --------------------------------------------------------
 
@@ -296,6 +346,8 @@ class IMPCallback(keras.callbacks.Callback):
                 f"{self._k} are never seen by a callback. Choose a rewind point "
                 f"that is a multiple of {per_execution}, or compile with a "
                 "steps_per_execution that divides it.")
+        if self.convergence is not None:
+            self._check_chunks(per_execution)
         masks_lib.attach_mask_constraints(self.model)
         capture_optimizer_state(self.model.optimizer, self.model)
         legacy = is_legacy_optimizer(self.model.optimizer)
@@ -313,13 +365,33 @@ class IMPCallback(keras.callbacks.Callback):
         self.theta0 = WeightSnapshot.capture(self.model, step=0)
         if self.rewind.value == 0:
             self.theta_k = self.theta0
+        self._round_first_epoch = 0
         self._reset_round_state()
+
+    def _check_chunks(self, per_execution):
+        every = self.convergence.every
+        if self._steps_per_epoch != every:
+            raise ValueError(
+                f"round_end='converged' checks the mask every {every} steps and ends a "
+                f"round at a check, so each fit epoch must be one chunk of {every} steps, "
+                f"but fit runs {self._steps_per_epoch or 'unknown'} steps per epoch. Pass "
+                "**imp.fit_kwargs(steps_per_round=...) to fit (it gives epochs and "
+                f"steps_per_epoch={every}) on data that repeats (a dataset with "
+                "repeat(), or keras_lottery.convergence.chunked_batches).")
+        if every % per_execution:
+            raise ValueError(
+                f"converge_every ({every}) is not a multiple of the model's "
+                f"steps_per_execution ({per_execution}), so no callback sees the weights "
+                "at a check. Choose a converge_every that is a multiple of "
+                f"{per_execution}, or compile with a steps_per_execution that divides it.")
 
     def on_epoch_begin(self, epoch, logs=None):
         if not self._checked_fresh_masks:
             self._checked_fresh_masks = True
             self._refuse_pruned_start()
         self._epoch_start_steps = self._round_steps
+        if self._checking() and self._tracker.checks == 0 and self._round_steps == 0:
+            self._check_convergence()  # the mask at the round's step 0
 
     def _refuse_pruned_start(self):
         """A new run (nothing resumed) must start from a dense model."""
@@ -353,10 +425,27 @@ class IMPCallback(keras.callbacks.Callback):
         if (self.round == 0 and self.theta_k is None and self.rewind.unit == "it"
                 and self._round_steps == self._k):
             self.theta_k = WeightSnapshot.capture(self.model, step=self._k)
+        if self._checking() and self._round_steps % self.convergence.every == 0:
+            self._check_convergence()
+
+    # -- early mask convergence (round_end="converged") -------------------------
+
+    def _checking(self):
+        """True while this round's next mask is being tracked (not in the last round)."""
+        return (self._tracker is not None and self.round < self.schedule.rounds
+                and self._converged_step is None)
+
+    def _check_convergence(self):
+        current, masks = self._compute_next_masks()
+        pruned = int(sum(m.sum() for m in current.values()) - sum(m.sum() for m in masks.values()))
+        # round 0 may end only once θk was taken (a late rewind point)
+        if self._tracker.update(self._round_steps, masks, pruned,
+                                can_end=self.theta_k is not None):
+            self._converged_step = self._round_steps
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
-        epoch_in_round = epoch - self.round * self.epochs_per_round + 1
+        epoch_in_round = epoch - self.round_first_epoch + 1
         if (self.round == 0 and self.theta_k is None and self.rewind.unit == "ep"
                 and epoch_in_round == self.rewind.value):
             self._k = self._round_steps
@@ -364,19 +453,22 @@ class IMPCallback(keras.callbacks.Callback):
         if "val_loss" in logs and self._evaluator is None:
             self._val_curve.append((self._round_steps, logs["val_loss"],
                                     logs.get(_accuracy_key(logs, "val_") or "", None)))
-        if epoch_in_round < self.epochs_per_round:
+        if epoch_in_round < self.epochs_per_round and self._converged_step is None:
             return
-        result = self._finish_round(logs)
+        result = self._finish_round(logs, epochs=epoch_in_round)
         self.history.append(result)
         self._write_report()
         if self.verbose:
             self._print_round(result)
         if self.round < self.schedule.rounds:
             self._next_round()
+            self._round_first_epoch = epoch + 1
+        elif self.convergence is not None:
+            self.model.stop_training = True  # the budget's unused chunks are not run
 
     # -- round boundary -----------------------------------------------------
 
-    def _finish_round(self, logs):
+    def _finish_round(self, logs, epochs=None):
         test_loss = test_acc = None
         if self.test_data is not None:
             if isinstance(self.test_data, tuple):
@@ -397,7 +489,7 @@ class IMPCallback(keras.callbacks.Callback):
             weights_remaining=masks_lib.overall_weights_remaining(self.model),
             all_weights_remaining=masks_lib.all_weights_remaining(self.model),
             weights_remaining_by_layer=masks_lib.sparsity_by_layer(self.model),
-            epochs=self.epochs_per_round,
+            epochs=self.epochs_per_round if epochs is None else int(epochs),
             steps=self._round_steps,
             loss=_float(logs.get("loss")),
             accuracy=_float(logs.get(acc_key)) if acc_key else None,
@@ -410,6 +502,9 @@ class IMPCallback(keras.callbacks.Callback):
             early_stop_test_accuracy=_float(es_test),
             seconds=time.perf_counter() - self._round_start,
             metrics={k: float(v) for k, v in logs.items() if np.ndim(v) == 0},
+            converged_step=self._converged_step,
+            mask_distances=(None if self._tracker is None or self.round == self.schedule.rounds
+                            else [list(row) for row in self._tracker.history]),
         )
 
     def _next_round(self):
@@ -417,15 +512,8 @@ class IMPCallback(keras.callbacks.Callback):
             raise RuntimeError(
                 f"Round 0 ended before the rewind point {self.rewind} was reached "
                 f"({self._round_steps} steps). Choose an earlier rewind point.")
+        _, new_masks = self._compute_next_masks()
         self.round += 1
-        entries = masks_lib.prunable_weights(self.model)
-        weights = {w.name: w.weight.numpy() for w in entries}
-        current = masks_lib.read_masks(self.model)
-        new_masks = masks_lib.compute_masks(
-            weights, current, self.round, self.schedule.prune_rate, self.scope,
-            self.layer_rates, {w.name: w.layer_name for w in entries},
-            layer_floor=self.layer_floor, blocks=blocks_lib.kernel_blocks(entries, self.block),
-            block_score=self.block_score)
         masks_lib.write_masks(self.model, new_masks)  # also zeroes the pruned weights
         if self.rewind.rewinds_weights:
             self.theta_k.restore(self.model, new_masks)
@@ -434,6 +522,18 @@ class IMPCallback(keras.callbacks.Callback):
             self.round_start_weights = WeightSnapshot.capture(self.model, step=self.theta_k.step)
         reset_optimizer(self.model.optimizer, self.theta_k.step)
         self._reset_round_state()
+
+    def _compute_next_masks(self):
+        """(current masks, the masks of round `self.round + 1` from the weights now)."""
+        entries = masks_lib.prunable_weights(self.model)
+        weights = {w.name: w.weight.numpy() for w in entries}
+        current = masks_lib.read_masks(self.model)
+        new_masks = masks_lib.compute_masks(
+            weights, current, self.round + 1, self.schedule.prune_rate, self.scope,
+            self.layer_rates, {w.name: w.layer_name for w in entries},
+            layer_floor=self.layer_floor, blocks=blocks_lib.kernel_blocks(entries, self.block),
+            block_score=self.block_score)
+        return current, new_masks
 
     # -- output ---------------------------------------------------------------
 
@@ -450,12 +550,19 @@ class IMPCallback(keras.callbacks.Callback):
                            rewind_steps=self._k, scope=self.scope,
                            layer_rates=self.layer_rates,
                            epochs_per_round=self.epochs_per_round,
-                           **blocks_lib.block_config(self.block, self.block_score)),
+                           **blocks_lib.block_config(self.block, self.block_score),
+                           **self._round_end_config()),
             "rounds_finished": len(self.history),
             "history": self.history_rows(),
         }
         report_lib.write_json(os.path.join(self.report_dir, "imp_report.json"), payload)
         report_lib.write_csv(os.path.join(self.report_dir, "imp_history.csv"), self.history_rows())
+
+    def _round_end_config(self):
+        """`round_end` and the criterion's settings; nothing for plain "epochs" rounds."""
+        if self.convergence is None:
+            return {}
+        return dict(round_end=self.round_end, **self.convergence.get_config())
 
     def _print_round(self, result):
         from tf_keras.src.utils import io_utils
@@ -482,7 +589,10 @@ class IMPCallback(keras.callbacks.Callback):
           `rewind_steps` (k, None while unknown), `steps_per_epoch`
           (as Keras reported it, or None), `theta0` and `theta_k`
           (`WeightSnapshot`s or None; for rewind "0it" `theta_k` is the same
-          object as `theta0`, so a writer can store it once).
+          object as `theta0`, so a writer can store it once), and
+          `next_epoch`, the fit epoch the next round starts at (with
+          `round_end="converged"` rounds end at any chunk; once every round
+          finished, fit's whole epoch count, so a resumed fit trains nothing).
 
         Example:
           >>> state = imp.callback.state_dict()   # doctest: +SKIP
@@ -496,7 +606,13 @@ class IMPCallback(keras.callbacks.Callback):
             "steps_per_epoch": getattr(self, "_steps_per_epoch", None),
             "theta0": self.theta0,
             "theta_k": self.theta_k,
+            "next_epoch": self._next_epoch(),
         }
+
+    def _next_epoch(self):
+        if len(self.history) > self.schedule.rounds:
+            return int(self.total_epochs)
+        return int(self.round_first_epoch)
 
     def load_state(self, state):
         """Continues a run from a `state_dict()` taken at a round boundary.
@@ -537,4 +653,5 @@ class IMPCallback(keras.callbacks.Callback):
                 and len(self.history) == self.round and self.theta_k is not None):
             # the model's variables were restored first: they are the round's start
             self.round_start_weights = WeightSnapshot.capture(self.model, step=self.theta_k.step)
+        self._round_first_epoch = int(state.get("next_epoch", self.round * self.epochs_per_round))
         self._reset_round_state()

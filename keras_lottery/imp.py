@@ -10,6 +10,7 @@ from keras_lottery import masks as masks_lib
 from keras_lottery import report as report_lib
 from keras_lottery._keras import keras
 from keras_lottery.callback import IMPCallback
+from keras_lottery.convergence import make_criterion
 from keras_lottery.schedule import IMPSchedule, parse_rewind
 from keras_lottery.wrap import output_layers, pruned_layers, require_imp_callbacks, wrap_model
 
@@ -50,11 +51,25 @@ class IMP:
         `(1, 1)`: weight by weight.
       block_score: how a block is ranked: `"l1"` (mean |w|, default) or
         `"l2"` (root-mean-square).
+      round_end: `"epochs"` (default: every round trains its whole budget)
+        or `"converged"` (Early-Bird): every `converge_every` steps the mask
+        the round would produce is computed on the host, and the round ends
+        at the first check where it has stayed within `converge_tol` (a
+        fraction of the round's pruned weights) of each of the last
+        `converge_patience` checks' masks; the last round trains its whole
+        budget. Fit with `**imp.fit_kwargs(steps_per_round=...)` (epochs
+        become chunks of `converge_every` steps). See
+        docs/concepts/early-bird.md and `keras_lottery.convergence`.
+      converge_every, converge_tol, converge_patience: the check interval
+        (steps), tolerance and patience; None: the defaults
+        (`convergence.DEFAULT_EVERY`, `DEFAULT_TOL`, `DEFAULT_PATIENCE`).
+        Only with `round_end="converged"`.
 
     Raises:
       ValueError: for rounds < 1, a prune_rate outside (0, 1), a malformed
-        rewind point, an unknown scope or a bad per-layer rate, block or
-        block score.
+        rewind point, an unknown scope, a bad per-layer rate, block or
+        block score, or a bad round_end setting (also a rewind point in
+        epochs with "converged").
 
     Example:
       >>> imp = IMP(rounds=10, prune_rate=0.2, rewind="500it", scope="global")
@@ -68,9 +83,13 @@ class IMP:
 
     def __init__(self, rounds, prune_rate, rewind="0it", scope="layerwise",
                  layer_rates=None, output_layer_rate=None, layer_floor=masks_lib.LAYER_FLOOR,
-                 block=None, block_score="l1"):
+                 block=None, block_score="l1", round_end="epochs", converge_every=None,
+                 converge_tol=None, converge_patience=None):
         self.schedule = IMPSchedule(rounds, prune_rate)
         self.rewind = parse_rewind(rewind)
+        self.round_end = round_end
+        self.convergence = make_criterion(round_end, converge_every, converge_tol,
+                                          converge_patience, self.rewind)
         if scope not in masks_lib.SCOPES:
             raise ValueError(f"scope must be one of {masks_lib.SCOPES}, got {scope!r}.")
         self.scope = scope
@@ -143,8 +162,54 @@ class IMP:
                 rates.setdefault(wrapper.layer.name, self.output_layer_rate)
         return rates
 
+    @property
+    def chunk_steps(self):
+        """With round_end="converged", the steps of one fit epoch (`converge_every`); else None."""
+        return None if self.convergence is None else self.convergence.every
+
+    def fit_kwargs(self, steps_per_round):
+        """`epochs` and `steps_per_epoch` for `fit` with `round_end="converged"`.
+
+        A round's budget of `steps_per_round` steps becomes whole chunks of
+        `converge_every` steps (rounded up): each fit epoch is one chunk, a
+        round ends at the end of any chunk, and `epochs` is the budget of
+        every round, an upper bound (fit stops once the last round, always
+        trained to its whole budget, is done).
+
+        Args:
+          steps_per_round: optimizer steps a round may train (>= 1), e.g.
+            epochs of data x batches per epoch.
+
+        Returns:
+          `{"epochs": ..., "steps_per_epoch": converge_every}`; the data
+          must repeat (a dataset with `repeat()`, or
+          `convergence.chunked_batches`, whose order is a function of the
+          chunk, so that a resumed run is bit-identical).
+
+        Raises:
+          ValueError: with round_end="epochs" (use `epochs(per_round=...)`),
+            or for steps_per_round < 1.
+
+        Example:
+          >>> imp = IMP(rounds=4, prune_rate=0.2, round_end="converged", converge_every=100)
+          >>> imp.fit_kwargs(steps_per_round=1834)
+          {'epochs': 95, 'steps_per_epoch': 100}
+        """
+        if self.convergence is None:
+            raise ValueError("fit_kwargs is for round_end='converged'; with round_end='epochs' "
+                             "pass epochs=imp.epochs(per_round=...) to fit.")
+        if (isinstance(steps_per_round, bool) or int(steps_per_round) != steps_per_round
+                or steps_per_round < 1):
+            raise ValueError(f"steps_per_round must be an integer >= 1, got {steps_per_round!r}.")
+        every = self.convergence.every
+        return {"epochs": self.epochs(per_round=-(-int(steps_per_round) // every)),
+                "steps_per_epoch": every}
+
     def epochs(self, per_round):
         """Total epochs to pass to `fit`: (rounds + 1) * per_round.
+
+        With `round_end="converged"` an epoch is a chunk of `converge_every`
+        steps and this is an upper bound (see `fit_kwargs`).
 
         Raises:
           ValueError: if per_round < 1 or the rewind point (in epochs) lies
@@ -202,6 +267,8 @@ class IMP:
         self._callback = IMPCallback(
             self.schedule, self.epochs_per_round, rewind=self.rewind, scope=self.scope,
             layer_floor=self.layer_floor, block=self.block, block_score=self.block_score,
+            round_end=self.round_end,
+            **({} if self.convergence is None else self.convergence.get_config()),
             layer_rates=self.rates_for(self._model) if self._model is not None else self.layer_rates,
             test_data=test_data, report_dir=report_dir,
             verbose=verbose, run_config=run_config, eval_every=eval_every,
@@ -280,6 +347,10 @@ class IMP:
             "layer_floor": self.layer_floor,
             "block": None if self.block is None else list(self.block),
             "block_score": self.block_score,
+            "round_end": self.round_end,
+            "converge_every": None if self.convergence is None else self.convergence.every,
+            "converge_tol": None if self.convergence is None else self.convergence.tol,
+            "converge_patience": None if self.convergence is None else self.convergence.patience,
         }
 
     @classmethod

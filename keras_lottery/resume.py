@@ -163,6 +163,8 @@ def _settings(imp_callback, model):
         "steps_per_epoch": state["steps_per_epoch"],
         "optimizer_config": _optimizer_settings(getattr(model, "optimizer", None)),
     }
+    # only with round_end="converged": checkpoints of plain runs keep their settings
+    settings.update(imp_callback._round_end_config())
     for key, value in (imp_callback.run_config or {}).items():
         if key not in IGNORED_SETTINGS and key not in settings:
             settings[key] = value
@@ -496,7 +498,7 @@ class RoundCheckpoint(keras.callbacks.Callback):
         meta = {
             "format": FORMAT_VERSION,
             "next_round": next_round,
-            "initial_epoch": next_round * imp.epochs_per_round,
+            "initial_epoch": state["next_epoch"],
             "finished": finished,
             "config": self._settings if self._settings is not None else _settings(imp, model),
             "model_variables": [v.name for v in model_vars],
@@ -506,6 +508,7 @@ class RoundCheckpoint(keras.callbacks.Callback):
                 "round": state["round"],
                 "rewind_steps": state["rewind_steps"],
                 "steps_per_epoch": state["steps_per_epoch"],
+                "next_epoch": state["next_epoch"],
                 "theta0": _snapshot_meta(theta0),
                 # rewind "0it": θk is θ0, stored once
                 "theta_k": "theta0" if theta_k_is_theta0 else _snapshot_meta(theta_k),
@@ -589,6 +592,7 @@ class RoundCheckpoint(keras.callbacks.Callback):
         imp.load_state({"round": saved["round"], "history": meta["history"],
                         "rewind_steps": saved["rewind_steps"],
                         "steps_per_epoch": saved["steps_per_epoch"],
+                        "next_epoch": saved.get("next_epoch", meta["initial_epoch"]),
                         "theta0": theta0, "theta_k": theta_k})
         self.restored_round = int(meta["next_round"])
         if meta["finished"]:
@@ -630,7 +634,7 @@ class RoundModelSaver(keras.callbacks.Callback):
         self.path = os.fspath(path)
 
     def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.imp_callback.epochs_per_round == 0 and is_chief(self.model):
+        if self.imp_callback.round_ends_at(epoch) and is_chief(self.model):
             report_lib.atomic_path(self.path, self.model.save)
 
 

@@ -8,6 +8,9 @@ step:
 - `imp/accuracy`, `imp/loss`, `imp/val_accuracy`, `imp/val_loss`,
   `imp/test_accuracy`, `imp/test_loss` (those that exist),
 - `imp/early_stop_iteration` and `imp/early_stop_val_accuracy`,
+- with `round_end="converged"`: `imp/converged_step` and, per round,
+  `early_bird/mask_distance/round_<r>` (the distance curve of
+  `keras_lottery.convergence`, against the step in the round),
 - histograms `masks/<layer>/kernel` (the 0/1 mask the round trained with) and
   `surviving_weights/<layer>/kernel` (the trained values of kept weights).
 
@@ -37,7 +40,8 @@ __all__ = ["IMPTensorBoard", "RewindSafePruningSummaries", "tensorboard_callback
 logger = logging.getLogger("keras_lottery")
 
 _ROUND_SCALARS = ("accuracy", "loss", "val_accuracy", "val_loss", "test_accuracy", "test_loss",
-                  "early_stop_iteration", "early_stop_val_accuracy", "seconds", "steps")
+                  "early_stop_iteration", "early_stop_val_accuracy", "seconds", "steps",
+                  "converged_step")
 
 
 def _require_tensorboard():
@@ -96,9 +100,8 @@ class IMPTensorBoard(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         # Runs before IMPCallback: at a round's last epoch the masks and
         # weights are still those the round trained with.
-        per_round = self.imp_callback.epochs_per_round
-        if self.histograms and (epoch + 1) % per_round == 0:
-            self._write_histograms(epoch // per_round)
+        if self.histograms and self.imp_callback.round_ends_at(epoch):
+            self._write_histograms(self.imp_callback.round)
 
     def on_train_end(self, logs=None):
         self._write_pending()
@@ -131,6 +134,12 @@ class IMPTensorBoard(keras.callbacks.Callback):
                     value = getattr(result, key, None)
                     if value is not None:
                         tf.summary.scalar(f"imp/{key}", float(value), step=step)
+                # round_end="converged": the round's mask distance curve
+                # against the step in the round, one tag per round
+                for check_step, distance in result.mask_distances or ():
+                    if distance is not None:
+                        tf.summary.scalar(f"early_bird/mask_distance/round_{step}",
+                                          float(distance), step=int(check_step))
                 self._written.add(result.round)
                 logger.debug("TensorBoard: round %d written to %s", step, self.log_dir)
         self.writer.flush()

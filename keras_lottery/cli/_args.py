@@ -44,3 +44,67 @@ def add_block_args(parser):
                         "docs/block-tickets.md); default: weight by weight")
     parser.add_argument("--block-score", default=None, choices=["l1", "l2"],
                         help="how --block ranks blocks: l1 = mean |w| (default), l2 = RMS")
+
+
+#: keras_lottery.convergence.ROUND_ENDS and its defaults (no TensorFlow for --help)
+ROUND_ENDS = ("epochs", "converged")
+CONVERGE_DEFAULTS = {"converge_every": 100, "converge_tol": 0.05, "converge_patience": 5}
+
+
+def add_round_end_args(parser):
+    """`--round-end` and the convergence check's `--converge-every/-tol/-patience`."""
+    parser.add_argument(
+        "--round-end", default="epochs", choices=list(ROUND_ENDS),
+        help="epochs (default): every round trains --epochs-per-round epochs; converged "
+        "(Early-Bird): a round ends as soon as the mask it would produce has converged, "
+        "its budget (--epochs-per-round epochs) is an upper bound, and the last round "
+        "trains its whole budget (docs/concepts/early-bird.md)")
+    parser.add_argument(
+        "--converge-every", type=int, default=None, metavar="STEPS",
+        help="with --round-end converged: steps between two mask checks (default: "
+        f"{CONVERGE_DEFAULTS['converge_every']})")
+    parser.add_argument(
+        "--converge-tol", type=float, default=None, metavar="T",
+        help="with --round-end converged: the largest fraction of the round's pruned weights "
+        "on which the mask now may differ from each of the last --converge-patience checks' "
+        f"masks (default: {CONVERGE_DEFAULTS['converge_tol']})")
+    parser.add_argument(
+        "--converge-patience", type=int, default=None, metavar="P",
+        help="with --round-end converged: how many earlier checks' masks the mask now must be "
+        f"within --converge-tol of (default: {CONVERGE_DEFAULTS['converge_patience']})")
+
+
+def check_round_end_args(args):
+    """Refuses --converge-* values that cannot work, naming the value and the fix.
+
+    Raises:
+      ValueError: for a --converge-* flag without --round-end converged, or a
+        value out of range.
+    """
+    given = [k for k in CONVERGE_DEFAULTS if getattr(args, k, None) is not None]
+    if args.round_end != "converged":
+        if given:
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise ValueError(f"{flags} only apply with --round-end converged (the round end is "
+                             f"{args.round_end}): add --round-end converged or drop them.")
+        return
+    if args.converge_every is not None and args.converge_every < 1:
+        raise ValueError(f"--converge-every must be >= 1 (steps), got {args.converge_every} "
+                         f"(default {CONVERGE_DEFAULTS['converge_every']}).")
+    tol = args.converge_tol
+    if tol is not None and not (tol == tol and 0.0 < tol < 1.0):
+        raise ValueError(f"--converge-tol must be a fraction in (0, 1) of the round's pruned "
+                         f"weights, got {tol} (default {CONVERGE_DEFAULTS['converge_tol']}).")
+    if args.converge_patience is not None and args.converge_patience < 1:
+        raise ValueError(f"--converge-patience must be >= 1 (checks), got "
+                         f"{args.converge_patience} (default "
+                         f"{CONVERGE_DEFAULTS['converge_patience']}).")
+
+
+def round_end_config(args):
+    """The round-end settings a run records (none for --round-end epochs, as before it existed)."""
+    if args.round_end != "converged":
+        return {}
+    return {"round_end": args.round_end,
+            **{k: CONVERGE_DEFAULTS[k] if getattr(args, k) is None else getattr(args, k)
+               for k in CONVERGE_DEFAULTS}}

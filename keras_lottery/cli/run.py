@@ -7,7 +7,16 @@ import os
 import shutil
 import time
 
-from keras_lottery.cli._args import SCOPES, add_block_args, add_local_data_args, add_model_arg
+from keras_lottery.cli._args import (
+    CONVERGE_DEFAULTS,
+    SCOPES,
+    add_block_args,
+    add_local_data_args,
+    add_model_arg,
+    add_round_end_args,
+    check_round_end_args,
+    round_end_config,
+)
 
 logger = logging.getLogger("keras_lottery")
 
@@ -67,6 +76,7 @@ def register(subparsers):
                    f"as in the papers; {DEFAULTS['scope']} otherwise)")
     add_block_args(p)
     p.add_argument("--epochs-per-round", type=int, default=DEFAULTS["epochs_per_round"], help="epochs trained in each round (default: %(default)s)")
+    add_round_end_args(p)
     p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"], help="(default: %(default)s)")
     p.add_argument("--optimizer", default=DEFAULTS["optimizer"], choices=["adam", "sgd"], help="(default: %(default)s)")
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="learning rate (default: %(default)s)")
@@ -187,6 +197,16 @@ def check_args(args):
         raise ValueError(f"--steps-per-execution must be >= 1, got {args.steps_per_execution}.")
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}.")
+    check_round_end_args(args)
+    if args.round_end == "converged":
+        if args.seeds is not None:
+            raise ValueError("--round-end converged runs one seed at a time: drop --seeds "
+                             "(and run the command once per --seed).")
+        if parse_controls(args.controls):
+            raise ValueError(
+                f"--round-end converged trains only the last round to its whole budget, so "
+                f"--controls {args.controls} (each round's masks trained to the whole budget) "
+                "would not compare like with like: pass --controls none.")
     if args.dataset == "mnist1d" and args.num_samples < MIN_SAMPLES:
         raise ValueError(f"--num-samples {args.num_samples} is too few: MNIST-1D splits them "
                          "into training, validation and test sets of 10 classes; pass at "
@@ -277,12 +297,16 @@ def steps_per_execution(args):
         return args.steps_per_execution
     if args.check_sparsity is not None or args.eval_every is not None:
         return 1
+    if getattr(args, "round_end", "epochs") == "converged":  # a divisor of the check interval
+        return math.gcd(STEPS_PER_EXECUTION, round_end_config(args)["converge_every"])
     return STEPS_PER_EXECUTION
 
 
 def run_config(args):
     """The settings recorded in the reports and compared on resume (no output-only flags)."""
-    config = {k: v for k, v in vars(args).items() if k not in OUTPUT_ONLY}
+    config = {k: v for k, v in vars(args).items()
+              if k not in OUTPUT_ONLY and k != "round_end" and k not in CONVERGE_DEFAULTS}
+    config.update(round_end_config(args))
     if args.dataset == "mnist1d" and args.test_fraction is None:
         config["test_fraction"] = DEFAULTS["test_fraction"]  # the value used, not "default"
     return config
@@ -405,9 +429,13 @@ def run(args):
     started = time.perf_counter()
     imp = kl.IMP(rounds=args.rounds, prune_rate=args.prune_rate, rewind=args.rewind, scope=args.scope,
                  output_layer_rate=None if args.output_rate is None or args.output_rate < 0 else args.output_rate,
-                 **_block_kwargs(args))
-    epochs = imp.epochs(per_round=args.epochs_per_round)
+                 **_block_kwargs(args), **round_end_config(args))
+    if imp.convergence is None:
+        epochs = imp.epochs(per_round=args.epochs_per_round)
     (x, y), val, test = load_data(args)
+    if imp.convergence is not None:
+        # a round's budget: --epochs-per-round epochs of data, in chunks of --converge-every steps
+        epochs = imp.fit_kwargs(steps_per_round=args.epochs_per_round * -(-len(x) // args.batch_size))["epochs"]
     config = run_config(args)
     config["steps_per_execution"] = steps_per_execution(args)
     config["data_sha256"] = data_fingerprint(x, y, *val, *test)
@@ -450,11 +478,15 @@ def run(args):
     callbacks.append(kl.progress.RoundProgress(imp.callback, "ticket", mode=progress_mode(args)))
     # Epoch e's batches are a permutation that depends only on (seed, e): a
     # resumed run trains on exactly the batches an uninterrupted one does.
-    data, steps = kl.controls.ordered_batches(x, y, args.batch_size, seed=args.seed, start_epoch=start)
+    if imp.convergence is None:
+        data, steps = kl.controls.ordered_batches(x, y, args.batch_size, seed=args.seed, start_epoch=start)
+    else:  # the same stream, in chunks: chunk c starts at its batch whatever the start
+        data, steps = kl.convergence.chunked_batches(x, y, args.batch_size, imp.chunk_steps,
+                                                     seed=args.seed, start_chunk=start)
     logger.info("IMP: %s on %s, %d rounds x %d epochs, %d training examples, controls %s -> %s%s",
                 args.model, args.dataset, args.rounds + 1, args.epochs_per_round, len(x),
                 ",".join(kinds) or "none", args.out,
-                f" (resumed at round {start // args.epochs_per_round})" if 0 < start < epochs else "")
+                f" (resumed at epoch {start})" if 0 < start < epochs else "")
     model.fit(data, steps_per_epoch=steps, epochs=epochs, validation_data=val,
               callbacks=callbacks, initial_epoch=start, verbose=0)
     if not ticket_done or not os.path.exists(model_path):
