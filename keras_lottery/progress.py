@@ -244,11 +244,13 @@ class RoundProgress(keras.callbacks.Callback):
     def _bar_line(self, batch, logs):
         per_round = self.imp_callback.epochs_per_round
         per_epoch = self.params.get("steps") if self.params else None
-        rnd = self._epoch // per_round
+        # the callback's own round: with round_end="converged" rounds end at any epoch
+        rnd = self.imp_callback.round
+        in_round = self._epoch - getattr(self.imp_callback, "round_first_epoch", rnd * per_round)
         step = batch + 1
         done = (self._epoch - (self._first_epoch or 0)) * (per_epoch or 0) + step
         parts = [f"{self.label:>7}", f"round {rnd}/{self._rounds}",
-                 f"epoch {self._epoch % per_round + 1}/{per_round}",
+                 f"epoch {in_round + 1}/{per_round}",
                  f"step {step}/{per_epoch or '?'}"]
         for key in ("loss", "accuracy"):
             if logs and key in logs:

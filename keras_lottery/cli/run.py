@@ -487,8 +487,11 @@ def run(args):
                 args.model, args.dataset, args.rounds + 1, args.epochs_per_round, len(x),
                 ",".join(kinds) or "none", args.out,
                 f" (resumed at epoch {start})" if 0 < start < epochs else "")
+    # with chunk epochs, validate about once per epoch of data, not at every check
+    validation_freq = 1 if imp.convergence is None else max(
+        1, -(-len(x) // args.batch_size) // imp.chunk_steps)
     model.fit(data, steps_per_epoch=steps, epochs=epochs, validation_data=val,
-              callbacks=callbacks, initial_epoch=start, verbose=0)
+              validation_freq=validation_freq, callbacks=callbacks, initial_epoch=start, verbose=0)
     if not ticket_done or not os.path.exists(model_path):
         report.atomic_path(model_path, model.save)
         kl.save_ticket(os.path.join(args.out, "ticket"), model, imp, config=config)  # ticket.npz + ticket.json
