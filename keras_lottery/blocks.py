@@ -41,6 +41,8 @@ __all__ = [
     "expand_blocks",
     "is_block_structured",
     "block_config",
+    "check_block_layers",
+    "BLOCK_LAYERS",
 ]
 
 #: how a block's magnitude is scored: mean |w| ("l1") or root-mean-square ("l2")
@@ -105,7 +107,7 @@ def _blockable(layer):
     return isinstance(layer, (layers.Dense, layers.Conv1D, layers.Conv2D, layers.Conv3D))
 
 
-def kernel_blocks(entries, block):
+def kernel_blocks(entries, block, exempt=()):
     """dict weight name -> the full-rank block of each prunable weight (None: unstructured).
 
     Args:
@@ -113,6 +115,8 @@ def kernel_blocks(entries, block):
         wrapped layer must be reachable as `entries[i].layer`, or pass
         `(name, layer, shape)` triples.
       block: a block setting (see `parse_block`); None gives every weight None.
+      exempt: names of layers whose kernels stay unstructured anyway (e.g.
+        the output layer: `IMP(block_layers="hidden")`).
 
     Returns:
       dict name -> tuple of per-axis block sizes (same rank as the weight), or
@@ -126,7 +130,9 @@ def kernel_blocks(entries, block):
         else:
             name, layer, shape = entry.name, entry.layer, tuple(entry.weight.shape)
         short = name.rsplit("/", 1)[-1]
-        if block is None or short != "kernel" or len(shape) < 2 or not _blockable(layer):
+        layer_name = name.rsplit("/", 1)[0] if layer is None else layer.name
+        if (block is None or short != "kernel" or len(shape) < 2 or layer_name in exempt
+                or not _blockable(layer)):
             result[name] = None
         else:
             result[name] = (1,) * (len(shape) - 2) + block
@@ -209,7 +215,25 @@ def is_block_structured(mask, block):
     return True
 
 
-def block_config(block, block_score="l1"):
+BLOCK_LAYERS = ("all", "hidden")
+
+
+def check_block_layers(value):
+    """`"all"`, `"hidden"` or a list of layer names; raises ValueError otherwise."""
+    if isinstance(value, str):
+        if value not in BLOCK_LAYERS:
+            raise ValueError(f"block_layers must be one of {BLOCK_LAYERS} or a list of layer "
+                             f"names, got {value!r}.")
+        return value
+    try:
+        names = [str(n) for n in value]
+    except TypeError:
+        raise ValueError(f"block_layers must be one of {BLOCK_LAYERS} or a list of layer "
+                         f"names, got {value!r}.") from None
+    return names
+
+
+def block_config(block, block_score="l1", exempt=()):
     """The block setting as report / checkpoint entries (JSON-ready).
 
     Returns:
@@ -221,4 +245,7 @@ def block_config(block, block_score="l1"):
     block = format_block(block)
     if block is None:
         return {"block": None, "block_score": None}
-    return {"block": block, "block_score": block_score}
+    config = {"block": block, "block_score": block_score}
+    if exempt:
+        config["block_exempt"] = sorted(exempt)
+    return config

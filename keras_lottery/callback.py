@@ -172,6 +172,7 @@ class IMPCallback(keras.callbacks.Callback):
       converge_every, converge_tol, converge_patience: the check interval in
         steps, the tolerance and the patience (`ConvergenceCriterion`;
         None: the defaults); only with `round_end="converged"`.
+      block_exempt: names of layers left unstructured under `block`.
 
     Learning-rate rewinding (`rewind="lr"`, Renda et al., 2020): at a
     round's end the new masks are computed as usual, but the survivors keep
@@ -208,7 +209,7 @@ class IMPCallback(keras.callbacks.Callback):
                  run_config=None, eval_every=None, validation_data=None,
                  layer_floor=masks_lib.LAYER_FLOOR, block=None, block_score="l1",
                  round_end="epochs", converge_every=None, converge_tol=None,
-                 converge_patience=None):
+                 converge_patience=None, block_exempt=()):
         super().__init__()
         # The batch hook never reads `logs`: let Keras pass them as tensors
         # instead of copying them to NumPy (a host sync) after every step.
@@ -240,6 +241,7 @@ class IMPCallback(keras.callbacks.Callback):
             raise ValueError(f"block_score must be one of {blocks_lib.BLOCK_SCORES}, "
                              f"got {block_score!r}.")
         self.block_score = block_score
+        self.block_exempt = sorted(block_exempt or ())
         from keras_lottery.data import check_labelled
 
         check_labelled(test_data, "test_data")
@@ -531,7 +533,8 @@ class IMPCallback(keras.callbacks.Callback):
         new_masks = masks_lib.compute_masks(
             weights, current, self.round + 1, self.schedule.prune_rate, self.scope,
             self.layer_rates, {w.name: w.layer_name for w in entries},
-            layer_floor=self.layer_floor, blocks=blocks_lib.kernel_blocks(entries, self.block),
+            layer_floor=self.layer_floor,
+            blocks=blocks_lib.kernel_blocks(entries, self.block, self.block_exempt),
             block_score=self.block_score)
         return current, new_masks
 
@@ -550,7 +553,8 @@ class IMPCallback(keras.callbacks.Callback):
                            rewind_steps=self._k, scope=self.scope,
                            layer_rates=self.layer_rates,
                            epochs_per_round=self.epochs_per_round,
-                           **blocks_lib.block_config(self.block, self.block_score),
+                           **blocks_lib.block_config(self.block, self.block_score,
+                                                     self.block_exempt),
                            **self._round_end_config()),
             "rounds_finished": len(self.history),
             "history": self.history_rows(),

@@ -428,6 +428,7 @@ class ControlCallback(IMPCallback):
         super().__init__(ticket.schedule, ticket.epochs_per_round, rewind=str(ticket.rewind),
                          scope=ticket.scope, layer_rates=ticket.layer_rates, test_data=test_data,
                          block=ticket.block, block_score=ticket.block_score,
+                         block_exempt=ticket.block_exempt,
                          report_dir=report_dir, verbose=verbose,
                          run_config=dict(run_config or {}, control=kind, control_seed=seed),
                          eval_every=eval_every, validation_data=validation_data)
@@ -462,7 +463,7 @@ class ControlCallback(IMPCallback):
         masks = self.recorder.masks[rnd]
         if self.kind == "random":
             masks = random_masks(masks, _derived_seed(self.seed, rnd, 1), blocks_lib.kernel_blocks(
-                masks_lib.prunable_weights(self.model), self.block))
+                masks_lib.prunable_weights(self.model), self.block, self.block_exempt))
         masks_lib.write_masks(self.model, masks)
         base = self.recorder.rewind_snapshot
         variables = model_state_variables(self.model)

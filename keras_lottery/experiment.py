@@ -157,8 +157,8 @@ class ExperimentSettings:
       check_sparsity: optional N: a `SparsityGuard(every=N)` on the ticket's
         and every control's fit (see `IMP.callbacks`).
       progress: a `progress.RoundProgress` mode for every fit ("none": silent).
-      block, block_score: block-structured masks, as for `IMP` (`block` is
-        kept as a `(rows, cols)` tuple, None for unstructured).
+      block, block_score, block_layers: block-structured masks, as for `IMP`
+        (`block` is kept as a `(rows, cols)` tuple, None for unstructured).
       resume: checkpoint every finished round of each seed's ticket (in
         OUT/seed_<s>/ticket/resume) so that a rerun continues an interrupted
         ticket from its last finished round instead of starting the seed over.
@@ -194,6 +194,7 @@ class ExperimentSettings:
     block: tuple = None
     block_score: str = "l1"
     resume: bool = False
+    block_layers: object = "all"
 
     def __post_init__(self):
         for key in ("rounds", "epochs_per_round", "batch_size"):
@@ -235,6 +236,7 @@ class ExperimentSettings:
         if self.block_score not in blocks_lib.BLOCK_SCORES:
             raise ValueError(f"ExperimentSettings.block_score must be one of "
                              f"{blocks_lib.BLOCK_SCORES}, got {self.block_score!r}.")
+        self.block_layers = blocks_lib.check_block_layers(self.block_layers)
         if self.progress not in PROGRESS_MODES:
             raise ValueError(f"ExperimentSettings.progress must be one of {list(PROGRESS_MODES)}, "
                              f"got {self.progress!r}.")
@@ -336,7 +338,7 @@ def run_experiment(build_model, compile_model, train, val, test, out, settings, 
         keras.utils.set_random_seed(seed)
         imp = IMP(rounds=s.rounds, prune_rate=s.prune_rate, rewind=s.rewind, scope=s.scope,
                   layer_rates=s.layer_rates, output_layer_rate=s.output_layer_rate,
-                  block=s.block, block_score=s.block_score)
+                  block=s.block, block_score=s.block_score, block_layers=s.block_layers)
         model = imp.wrap(build_model(seed))
         if "reinit" in s.controls:  # a weight it cannot redraw: refused before the ticket trains
             controls_lib.weight_initializers(model)

@@ -64,6 +64,10 @@ class IMP:
         (steps), tolerance and patience; None: the defaults
         (`convergence.DEFAULT_EVERY`, `DEFAULT_TOL`, `DEFAULT_PATIENCE`).
         Only with `round_end="converged"`.
+      block_layers: which layers `block` applies to: `"all"` (default),
+        `"hidden"` (every pruned layer but the output layer(s), found as for
+        `output_layer_rate`, which stay unstructured) or a list of layer
+        names.
 
     Raises:
       ValueError: for rounds < 1, a prune_rate outside (0, 1), a malformed
@@ -84,7 +88,7 @@ class IMP:
     def __init__(self, rounds, prune_rate, rewind="0it", scope="layerwise",
                  layer_rates=None, output_layer_rate=None, layer_floor=masks_lib.LAYER_FLOOR,
                  block=None, block_score="l1", round_end="epochs", converge_every=None,
-                 converge_tol=None, converge_patience=None):
+                 converge_tol=None, converge_patience=None, block_layers="all"):
         self.schedule = IMPSchedule(rounds, prune_rate)
         self.rewind = parse_rewind(rewind)
         self.round_end = round_end
@@ -106,6 +110,7 @@ class IMP:
             raise ValueError(f"block_score must be one of {blocks_lib.BLOCK_SCORES}, "
                              f"got {block_score!r}.")
         self.block_score = block_score
+        self.block_layers = blocks_lib.check_block_layers(block_layers)
         self.epochs_per_round = None
         self._callback = None
         self._model = None
@@ -205,6 +210,23 @@ class IMP:
         return {"epochs": self.epochs(per_round=-(-int(steps_per_round) // every)),
                 "steps_per_epoch": every}
 
+    def block_exempt_for(self, model):
+        """The pruned layers of `model` that `block_layers` leaves unstructured (sorted names).
+
+        Raises:
+          ValueError: if `block_layers` names a layer that is not pruned.
+        """
+        names = [w.layer.name for w in pruned_layers(model)]
+        if self.block_layers == "all":
+            return []
+        if self.block_layers == "hidden":
+            return sorted(w.layer.name for w in output_layers(model))
+        unknown = set(self.block_layers) - set(names)
+        if unknown:
+            raise ValueError(f"block_layers names layers that are not pruned: {sorted(unknown)}; "
+                             f"pruned layers: {names}.")
+        return sorted(set(names) - set(self.block_layers))
+
     def epochs(self, per_round):
         """Total epochs to pass to `fit`: (rounds + 1) * per_round.
 
@@ -269,6 +291,7 @@ class IMP:
             layer_floor=self.layer_floor, block=self.block, block_score=self.block_score,
             round_end=self.round_end,
             **({} if self.convergence is None else self.convergence.get_config()),
+            block_exempt=self.block_exempt_for(self._model) if self._model is not None else (),
             layer_rates=self.rates_for(self._model) if self._model is not None else self.layer_rates,
             test_data=test_data, report_dir=report_dir,
             verbose=verbose, run_config=run_config, eval_every=eval_every,
@@ -351,6 +374,7 @@ class IMP:
             "converge_every": None if self.convergence is None else self.convergence.every,
             "converge_tol": None if self.convergence is None else self.convergence.tol,
             "converge_patience": None if self.convergence is None else self.convergence.patience,
+            "block_layers": self.block_layers,
         }
 
     @classmethod

@@ -44,6 +44,9 @@ def add_block_args(parser):
                         "docs/block-tickets.md); default: weight by weight")
     parser.add_argument("--block-score", default=None, choices=["l1", "l2"],
                         help="how --block ranks blocks: l1 = mean |w| (default), l2 = RMS")
+    parser.add_argument("--block-layers", default=None, choices=["all", "hidden"],
+                        help="layers --block applies to: all (default) or hidden (the output "
+                        "layer stays unstructured)")
 
 
 #: keras_lottery.convergence.ROUND_ENDS and its defaults (no TensorFlow for --help)

@@ -220,11 +220,13 @@ def check_args(args):
             raise FileNotFoundError(
                 f"--data-dir {args.data_dir} is not a folder: pass the folder holding the "
                 "Fashion-MNIST IDX .gz files, or leave it out to use the system copy.")
-    if getattr(args, "block", None) is None and getattr(args, "block_score", None) is not None:
-        raise ValueError(f"--block-score {args.block_score} ranks blocks: pass --block too "
-                         "(e.g. --block 4x1), or drop it.")
-    if getattr(args, "block", None) is not None and args.block_score is None:
-        args.block_score = "l1"  # recorded in the run config: the value used
+    for flag in ("block_score", "block_layers"):
+        if getattr(args, "block", None) is None and getattr(args, flag, None) is not None:
+            raise ValueError(f"{_flag(flag)} {getattr(args, flag)} applies to block masks: pass "
+                             "--block too (e.g. --block 4x1), or drop it.")
+    if getattr(args, "block", None) is not None:  # recorded in the run config: the values used
+        args.block_score = args.block_score or "l1"
+        args.block_layers = args.block_layers or "all"
     check_out(args.out)
 
 
@@ -410,7 +412,8 @@ def _block_kwargs(args):
     """IMP's block settings from --block / --block-score (nothing when unstructured)."""
     if getattr(args, "block", None) is None:
         return {}
-    return {"block": args.block, "block_score": args.block_score}
+    return {"block": args.block, "block_score": args.block_score,
+            "block_layers": args.block_layers}
 
 
 def run(args):
