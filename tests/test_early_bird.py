@@ -88,10 +88,10 @@ def _imp(**kwargs):
     return kl.IMP(**settings)
 
 
-def _fit(resume_dir=None, seed=0, stop_at=None, tensorboard_dir=None, start=None):
+def _fit(resume_dir=None, seed=0, stop_at=None, tensorboard_dir=None, start=None, **settings):
     """One converged IMP run on chunked data; `stop_at=(round, step)` raises there."""
     x, y = _data()
-    imp = _imp()
+    imp = _imp(**settings)
     model = compile_model(imp.wrap(small_mlp(seed)))
     kwargs = imp.fit_kwargs(steps_per_round=BUDGET)
     callbacks = imp.callbacks(verbose=0, check_sparsity=1, resume_dir=resume_dir,
@@ -175,6 +175,14 @@ def test_last_round_trains_its_whole_budget_and_fit_stops_after_it(converged_run
     assert last.steps == BUDGET and last.converged_step is None and last.mask_distances is None
     assert len(fit.epoch) == sum(r.epochs for r in imp.history) < (ROUNDS + 1) * BUDGET // EVERY
     assert imp.callback.model.stop_training
+
+
+@pytest.mark.parametrize("rewind", ["0it", "lr"])
+def test_a_loose_tolerance_ends_every_round_but_the_last_at_its_first_eligible_check(rewind):
+    imp, _, fit, _, _ = _fit(converge_tol=0.9, converge_patience=1, rewind=rewind)
+    assert [r.steps for r in imp.history] == [EVERY] * ROUNDS + [BUDGET]
+    assert [r.converged_step for r in imp.history] == [EVERY] * ROUNDS + [None]
+    assert len(fit.epoch) == ROUNDS + BUDGET // EVERY
 
 
 def test_report_and_tensorboard_carry_the_distance_curve(converged_run):
