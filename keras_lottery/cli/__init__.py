@@ -22,7 +22,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 __all__ = ["main", "COMMANDS", "build_parser", "quiet_tensorflow"]
 
 # module names inside keras_lottery.cli, in the order `--help` lists them
-COMMANDS = ["run", "report", "export", "tune", "stability"]
+COMMANDS = ["run", "report", "export", "tune", "stability", "reproduce"]
 
 VERBOSE_ENV = "KERAS_LOTTERY_VERBOSE"
 
@@ -121,7 +121,7 @@ def main(argv=None):
     if not verbose:
         for handler in logging.getLogger().handlers:
             handler.addFilter(_hide_checkpoint_lines)
-    if args.command not in NO_TENSORFLOW:
+    if args.command not in NO_TENSORFLOW and not getattr(args, "list_protocols", False):
         quiet_tensorflow(verbose)
     try:
         return int(args.func(args) or 0)
