@@ -531,8 +531,8 @@ def run(plan, out, data_dir=None, fresh=False, progress="none", verbose=True):
             return build(input_shape=train[0].shape[1:], num_classes=num_classes, seed=seed,
                          **plan.model_kwargs)
 
-        config = dict(plan.get_config(), series_name=series.name, data_sha256=fingerprint,
-                      reproduce=plan.name)
+        config = {"reproduce": plan.name, "plan": plan.get_config(), "series_name": series.name,
+                  "data_sha256": fingerprint}
         settings = experiment.ExperimentSettings(
             rounds=plan.rounds, prune_rate=plan.prune_rate, epochs_per_round=epochs,
             batch_size=plan.batch_size, seeds=tuple(range(plan.seeds)), controls=series.controls,
@@ -552,7 +552,7 @@ def run(plan, out, data_dir=None, fresh=False, progress="none", verbose=True):
     rows = compare(plan, summaries)
     result = {"name": plan.name, "budget": plan.budget, "dataset": plan.dataset,
               "plan": plan.get_config(), "steps_per_round": epochs * steps_per_epoch,
-              "epochs_per_round": epochs, "examples": {"train": len(train[0]), "val": len(val[0]),
+              "epochs_per_round": epochs, "input_shape": list(train[0].shape[1:]), "examples": {"train": len(train[0]), "val": len(val[0]),
                                                        "test": len(test[0])},
               "series": summaries, "comparison": rows, "seconds": time.perf_counter() - started}
     report.write_json(os.path.join(out, "summary.json"), result)
