@@ -368,3 +368,29 @@ def test_cli_run_with_block_then_a_changed_block_is_refused(tmp_path, capsys):
     assert main(argv[:-1] + [str(tmp_path)] + ["--block", "2x1"]) == 2
     err = capsys.readouterr().err
     assert '--block: "4x1" -> "2x1"' in err
+
+
+def test_conv_model_trains_with_blocks_along_input_channels():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 3))
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv1")(inputs)
+    x = keras.layers.Conv2D(6, 3, activation="relu", name="conv2")(x)  # cin 8: 2 blocks of 4
+    x = keras.layers.Flatten()(x)
+    outputs = keras.layers.Dense(10, name="output")(x)
+    imp = kl.IMP(rounds=2, prune_rate=0.5, block=BLOCK)
+    model = compile_model(imp.wrap(keras.Model(inputs, outputs)))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 6, 6, 3)).astype("float32")
+    y = rng.integers(0, 10, size=60)
+    epochs = imp.epochs(per_round=1)
+    callbacks = imp.callbacks(verbose=0, check_sparsity=1)
+    model.fit(x, y, batch_size=20, epochs=epochs, callbacks=callbacks, verbose=0)
+    masks = kl.read_masks(model)
+    per_weight = blocks.kernel_blocks(masks_lib.prunable_weights(model), BLOCK)
+    assert per_weight["conv2/kernel"] == (1, 1, 4, 1)
+    assert per_weight["conv1/kernel"] == (1, 1, 4, 1)  # cin 3: one partial block per tap
+    for name, mask in masks.items():
+        block = per_weight[name]
+        assert blocks.is_block_structured(mask, block), name
+        n = _n_blocks(mask.shape, block)
+        assert int(blocks.block_alive(mask, block).sum()) == _expected_blocks(n, 0.5, 2), name
