@@ -342,11 +342,12 @@ def test_cli_bad_block_is_a_clear_error(bad, capsys):
     assert f"argument --block: {bad!r} is not a block" in err and "e.g. 4x1" in err
 
 
-def test_cli_block_score_needs_block(tmp_path, capsys):
+@pytest.mark.parametrize("flag, value", [("--block-score", "l2"), ("--block-layers", "hidden")])
+def test_cli_block_options_need_block(flag, value, tmp_path, capsys):
     from keras_lottery.cli import main
 
-    assert main(["run", "--block-score", "l2", "--out", str(tmp_path)]) == 2
-    assert "--block-score l2 applies to block masks: pass --block too" in capsys.readouterr().err
+    assert main(["run", flag, value, "--out", str(tmp_path)]) == 2
+    assert f"{flag} {value} applies to block masks: pass --block too" in capsys.readouterr().err
 
 
 def test_cli_run_with_block_then_a_changed_block_is_refused(tmp_path, capsys):
