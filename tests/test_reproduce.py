@@ -54,9 +54,10 @@ def test_every_protocol_resolves_to_a_model_optimizer_rates_and_schedule(name, b
                                       **plan.model_kwargs)
     optimizer = models.make_optimizer(plan.optimizer, plan.learning_rate)
     assert float(optimizer.learning_rate) == pytest.approx(plan.learning_rate)
-    # every per-layer rate names a pruned layer (IMP.wrap refuses an unknown name)
-    IMP(rounds=plan.rounds, prune_rate=plan.prune_rate, scope=plan.scope,
-        layer_rates=plan.layer_rates, output_layer_rate=plan.output_layer_rate).wrap(model)
+    imp = IMP(rounds=plan.rounds, prune_rate=plan.prune_rate, scope=plan.scope,
+              layer_rates=plan.layer_rates, output_layer_rate=plan.output_layer_rate)
+    if plan.layer_rates:  # every per-layer rate names a pruned layer (IMP.wrap refuses an unknown name)
+        imp.wrap(model)
     for series in plan.series:
         lr, warmup, boundaries, rewind = reproduce._schedule(plan, series)
         schedule = WarmupStepDecay(lr, warmup_steps=warmup, boundaries=boundaries)
