@@ -726,6 +726,13 @@ def format_report(plan, result):
     lines += [f"| {k} | {v} |" for k, v in p.sources.items()]
     if plan.budget == "small":
         lines += ["", f"The small budget changes: {p.small_note}."]
+    lines += ["", "Series as run (iteration counts after the budget's scaling):", ""]
+    for s in plan.series:
+        lr, warmup, boundaries, rewind = _schedule(plan, s)
+        extra = ", controls " + " + ".join(s.controls) if s.controls else ""
+        drops = f"x0.1 at {', '.join(map(str, boundaries))} it" if boundaries else "no drops"
+        lines.append(f"- `{s.name}`: {s.label}; rewind to {rewind}, peak rate {lr:g}, warm-up "
+                     f"{warmup} it, {drops}{extra}")
     lines += ["", "## Results", "", "```", format_rounds(plan, result["series"]), "```", "",
               "## Against the paper", "",
               "The paper's numbers are the paper's, on the dataset named; ours are on "
