@@ -139,3 +139,25 @@ def test_cli_tflite_export_says_what_each_layer_became(tickets, tmp_path, capsys
         printed = capsys.readouterr().out
         for layer in ("fc1", "fc2", "output"):
             assert f"  {layer}: FULLY_CONNECTED float32, {expected}" in printed, printed
+
+
+def test_ragged_blocks_are_flagged(bench):
+    """786 -> 302 -> 102 -> 10: no input size is a multiple of 4, so every 1x4 block row ends
+    in a partial block; on ai-edge-litert 2.3 those files were off from Keras by 0.16."""
+    from keras_lottery._keras import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((786,))
+    h = keras.layers.Dense(302, activation="relu", name="fc1")(inputs)
+    h = keras.layers.Dense(102, activation="relu", name="fc2")(h)
+    ragged = bench.pruned_copy(keras.Model(inputs, keras.layers.Dense(10, name="output")(h)),
+                               0.9, (4, 1))
+    rows = export.kernel_ops(export.tflite(ragged, sparse=True), ragged)
+    assert [(r["storage"], r["block"], r["ragged_block"]) for r in rows] == [
+        ("sparse", "1x4", True)] * 3
+    fitting = export.kernel_ops(export.tflite(bench.pruned_copy(
+        lenet_300_100((INPUTS,), seed=0), 0.9, (4, 1)), sparse=True))
+    assert not any(r["ragged_block"] for r in fitting)
+    text = "\n".join(export.comparison.format_kernels(
+        [{"variant": "tflite_sparse", "kernels": rows}]))
+    assert text.count("warning: tflite_sparse") == 3 and "fc2" in text

@@ -203,4 +203,6 @@ def _print_kernels(path, model, export_lib, allow_dense):
         engine = {"delegate": ", XNNPACK", "builtin": ", builtin kernel", None: ""}[k["runs_on"]]
         how = {"sparse": f"native sparse{block}", "densify": "DENSIFY + dense kernel",
                "dense": "dense"}[k["storage"]]
-        print(f"  {k['layer'] or '?'}: {k['op']} {k['dtype']}, {how}{engine}")
+        warn = (" (warning: not a whole number of blocks; TFLite's block-sparse kernel gave "
+                "wrong outputs for such layers, see docs/export.md)" if k["ragged_block"] else "")
+        print(f"  {k['layer'] or '?'}: {k['op']} {k['dtype']}, {how}{engine}{warn}")

@@ -397,4 +397,12 @@ def format_kernels(tflite_rows):
             lines.append(f"{r['variant']:<20}{k['layer'] or '?':<16}{k['op']:<18}{k['dtype']:<9}"
                          f"{k['storage']:<9}{k['block'] or '-':>7}{keras_block:>13}{stored:>16}"
                          f"  {k['runs_on'] or '?'}")
+    for r in tflite_rows:
+        for k in r.get("kernels") or []:
+            if k.get("ragged_block"):
+                lines.append(
+                    f"warning: {r['variant']} {k['layer'] or k['op']}: filter {k['filter_shape']} "
+                    f"is not a whole number of {k['block']} blocks; TFLite's block-sparse kernel "
+                    "gave wrong outputs for such layers (docs/export.md): check max|Δlogit|, or "
+                    "give the layer a multiple of the block as its input size.")
     return lines

@@ -10,6 +10,9 @@ back from the flatbuffer (TFLite's schema), not from what was asked for:
   values; with a block map, the block shape is read from it (e.g. `1x4`
   in TFLite's (out, in) filter layout = 4 consecutive inputs of one output
   unit, a `(4, 1)` block of the Keras (in, out) kernel).
+  A blocked axis that is not a multiple of the block (`ragged_block`) is
+  flagged: on ai-edge-litert 2.3 both the float 1x4 and the int8 1x16
+  kernels gave outputs off from Keras for such layers (docs/export.md).
 - `"densify"`: the filter is the output of a `DENSIFY` op whose input is
   the sparse tensor. The interpreter expands it to a dense tensor and the
   op runs its dense kernel: a smaller file, the dense speed.
@@ -166,7 +169,9 @@ def kernel_ops(content, plain=None, interpreter=None):
       `"densify"` or `"dense"`), `block` (e.g. `"1x4"`, TFLite layout; None
       for a dense filter or a sparse one without blocks), `keras_block` (the
       same block in the Keras kernel's axes, e.g. `(4, 1)`, for Dense and
-      Conv2D), `stored_values` (values held in the file for this filter, None if
+      Conv2D), `ragged_block` (a native sparse filter whose blocked axis is
+      not a multiple of the block: TFLite's block-sparse kernels gave wrong
+      outputs for such layers, see docs/export.md), `stored_values` (values held in the file for this filter, None if
       its type is packed or unknown),
       `weights` (entries of the dense filter), and `runs_on`
       (`"delegate"`, `"builtin"`, or None when no interpreter was given).
@@ -209,6 +214,8 @@ def kernel_ops(content, plain=None, interpreter=None):
         itemsize = _ITEMSIZE.get(types.get(stored.Type()))
         block = sparsity["block"] if sparsity else None
         outputs = _ints(op.Outputs, op.OutputsLength())
+        ragged = storage == SPARSE and block is not None and any(
+            n % b for n, b in zip(shape, block))
         row = {
             "op": name,
             "filter_shape": shape,
@@ -216,6 +223,7 @@ def kernel_ops(content, plain=None, interpreter=None):
             "storage": storage,
             "block": _block_text(block),
             "keras_block": _keras_block(name, block),
+            "ragged_block": ragged,
             "stored_values": (buffer.DataLength() // itemsize
                               if itemsize and buffer.DataLength() else None),
             "weights": int(np.prod(shape)),
