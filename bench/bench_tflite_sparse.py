@@ -249,7 +249,8 @@ def _zero_fraction(model):
 def _ops_text(kernels):
     parts = []
     for k in kernels:
-        kind = k["storage"] + (f" {k['block']}" if k["block"] else "")
+        kind = k["storage"] + (f" {k['block']}" if k["block"] else "") + \
+            (" ragged" if k["ragged_block"] else "")
         parts.append(f"{k['layer'] or '?'}: {kind}, {k['runs_on'] or '?'}")
     return "; ".join(parts)
 
@@ -258,17 +259,18 @@ def format_report(results):
     lines = [f"TFLite sparse tickets, {results['interpreter']}, {results['threads']} thread(s), "
              f"{results['rounds']} interleaved rounds; ms = median over rounds of each round's "
              "median invoke; ratio = to the dense model of the same precision (and its "
-             "interpreter: the first row of its group)"]
+             "interpreter: the first row of its group); max|Δ| = largest |TFLite - Keras| "
+             "logit on 64 inputs; ragged = a blocked axis not a multiple of the block"]
     batches = results["batches"]
     for section in results["sections"]:
         lines += ["", section["title"]]
-        header = f"{'variant':<28}{'zeros':>7}{'bytes':>11}{'vs dense':>9}"
+        header = f"{'variant':<28}{'zeros':>7}{'bytes':>11}{'vs dense':>9}{'max|Δ|':>9}"
         for b in batches:
             header += f"{f'ms b{b}':>10}{'ratio':>7}"
         lines.append(header + "  ops per layer (storage, block in TFLite's (out, in) axes, engine)")
         for row in section["rows"]:
             line = (f"{row['variant']:<28}{row['zeros']:>7.1%}{row['bytes']:>11,}"
-                    f"{row['bytes_vs_dense_float']:>9.1%}")
+                    f"{row['bytes_vs_dense_float']:>9.1%}{row['max_abs_logit_diff']:>9.1e}")
             for b in batches:
                 line += f"{row['latency_ms'][str(b)]:>10.4f}{row['latency_ratio'][str(b)]:>7.2f}"
             lines.append(line + "  " + _ops_text(row["kernels"]))
