@@ -14,7 +14,9 @@ they see the same machine load):
 - dense float and int8 on TFLite's builtin kernels without XNNPACK, the
   kernels a runtime without that delegate would use;
 - a Conv-2 with (1, 1, 4, 1) blocks on its convolution kernels (4
-  consecutive input channels of one output channel).
+  consecutive input channels of one output channel);
+- ragged blocks (section `ragged`, not timed): layers whose input size is
+  not a multiple of the block, against Keras and against int8 dense.
 
 For each: file bytes, batch-1 and batch-128 latency (medians over the
 repetitions of each repetition's median) and their ratios to the dense model
@@ -243,6 +245,46 @@ def _zero_fraction(model):
     return float(sum(int(np.sum(k == 0)) for k in kernels) / sum(k.size for k in kernels))
 
 
+def _mlp(n_in, hidden):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((n_in,))
+    h = inputs
+    for i, units in enumerate(hidden):
+        h = keras.layers.Dense(units, activation="relu", name=f"fc{i + 1}")(h)
+    return keras.Model(inputs, keras.layers.Dense(10, name="output")(h))
+
+
+def ragged_section(n=512):
+    """Native block-sparse layers whose inputs are not whole blocks vs ones that are.
+
+    Float (4, 1) blocks: TFLite vs Keras logits. int8 (16, 1) blocks: the
+    int8 + sparse file vs the int8 dense file of the same weights (the same
+    quantization, so only the sparse kernel differs).
+    """
+    rng = np.random.default_rng(0)
+    rows = []
+    for n_in, hidden, block, int8 in ((786, (302, 102), (4, 1), False),
+                                      (784, (300, 100), (4, 1), False),
+                                      (784, (300, 100), (16, 1), True),
+                                      (784, (320, 112), (16, 1), True)):
+        x = rng.normal(size=(n, n_in)).astype("float32")
+        model = pruned_copy(_mlp(n_in, hidden), 0.9, block)
+        content = _convert(model, True, int8, x[:256])
+        out = kl.export.TFLiteModel(content).predict(x)
+        ref = (kl.export.TFLiteModel(_convert(model, False, True, x[:256])).predict(x) if int8
+               else model.predict(x, verbose=0))
+        kernels = kl.export.kernel_ops(content, model)
+        rows.append({"model": "-".join(str(d) for d in (n_in,) + hidden + (10,)),
+                     "block": _label(block), "int8": int8,
+                     "against": "int8 dense file" if int8 else "Keras",
+                     "storage": [f"{k['storage']} {k['block']}" for k in kernels],
+                     "ragged": [k["ragged_block"] for k in kernels],
+                     "max_abs_diff": float(np.max(np.abs(out - ref))),
+                     "logit_scale": float(np.max(np.abs(ref))),
+                     "argmax_agreement": float(np.mean(out.argmax(1) == ref.argmax(1)))})
+    return rows
+
+
 # -- report --------------------------------------------------------------------------------
 
 
@@ -274,6 +316,15 @@ def format_report(results):
             for b in batches:
                 line += f"{row['latency_ms'][str(b)]:>10.4f}{row['latency_ratio'][str(b)]:>7.2f}"
             lines.append(line + "  " + _ops_text(row["kernels"]))
+    if results.get("ragged"):
+        lines += ["", "Ragged blocks: native block-sparse layers whose input size is or is not a "
+                  "whole number of blocks (90% pruned, 512 normal inputs)",
+                  f"{'model':<18}{'block':>7}{'dtype':>7}  {'against':<16}{'ragged layers':>14}"
+                  f"{'max|Δ|':>9}{'max|logit|':>11}{'argmax agree':>14}"]
+        for r in results["ragged"]:
+            lines.append(f"{r['model']:<18}{r['block']:>7}{'int8' if r['int8'] else 'float':>7}  "
+                         f"{r['against']:<16}{sum(r['ragged']):>14}{r['max_abs_diff']:>9.3f}"
+                         f"{r['logit_scale']:>11.3f}{r['argmax_agreement']:>14.1%}")
     return "\n".join(lines)
 
 
@@ -282,7 +333,9 @@ def parse_args(argv):
     parser.add_argument("--tiny", action="store_true", help="a few seconds, for the tests")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved repetitions")
     parser.add_argument("--threads", type=int, default=1, help="interpreter threads")
-    parser.add_argument("--no-conv", action="store_true", help="skip the Conv-2 section")
+    parser.add_argument("--sections", default=None,
+                        help="comma-separated subset of lenet,conv,ragged (default: all; "
+                        "--tiny: lenet,conv)")
     parser.add_argument("--magnitude", action="store_true",
                         help="LeNet tickets by magnitude pruning of the initial weights "
                         "instead of kl.IMP(block=...) on Fashion-MNIST")
@@ -297,7 +350,8 @@ def main(argv=None):
     config = dict(TINY if args.tiny else FULL)
     if args.rounds:
         config["rounds"] = args.rounds
-    use_imp = not (args.tiny or args.magnitude)
+    use_imp = not (args.tiny or args.magnitude) and (args.sections is None or
+                                                      "lenet" in args.sections.split(","))
     if use_imp and not _imp_has_blocks():
         raise SystemExit("This keras-lottery has no kl.IMP(block=...); pass --magnitude.")
     rng = np.random.default_rng(0)
@@ -314,23 +368,29 @@ def main(argv=None):
     else:
         x = rng.normal(size=(max(n, 256), config["lenet_input"])).astype("float32")
         how = f"{config['sparsity']:.0%} of each kernel pruned by magnitude"
-    lenet = run_section(
-        f"LeNet-300-100 ({config['lenet_input']} inputs), {how}", lenet_variants(config, train),
-        config, x[:256], x, args.threads, config["invokes"])
-    sections = [lenet]
-    if not args.no_conv:
+    chosen = (args.sections or ("lenet,conv" if args.tiny else "lenet,conv,ragged")).split(",")
+    unknown = set(chosen) - {"lenet", "conv", "ragged"}
+    if unknown:
+        raise SystemExit(f"Unknown section(s) {sorted(unknown)}; choose from lenet, conv, ragged.")
+    sections = []
+    if "lenet" in chosen:
+        sections.append(run_section(
+            f"LeNet-300-100 ({config['lenet_input']} inputs), {how}",
+            lenet_variants(config, train), config, x[:256], x, args.threads, config["invokes"]))
+    if "conv" in chosen:
         xc = rng.normal(size=(max(n, 64),) + tuple(config["conv_shape"])).astype("float32")
         sections.append(run_section(
             f"Conv-2 on {config['conv_shape']} inputs, {config['sparsity']:.0%} of each kernel "
             "pruned by magnitude; conv blocks along input channels", conv_variants(config), config, xc[:64],
             xc, args.threads, config["conv_invokes"]))
-    first = sections[0]["rows"][0]
-    results = {"interpreter": first["interpreter"].split(" (")[0], "threads": args.threads,
+    interpreter = kl.export.TFLiteModel(_convert(_mlp(4, (4,)), False, False, None)).interpreter_name
+    results = {"interpreter": interpreter.split(" (")[0], "threads": args.threads,
                "rounds": config["rounds"], "batches": list(config["batches"]),
                "lenet_tickets": "kl.IMP(block=...) on Fashion-MNIST" if use_imp else
                "magnitude pruning",
                "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-               "python": sys.version.split()[0], "sections": sections}
+               "python": sys.version.split()[0], "sections": sections,
+               "ragged": ragged_section() if "ragged" in chosen else []}
     print(format_report(results))
     if args.json:
         with open(args.json, "w") as f:
