@@ -381,9 +381,10 @@ def main(argv=None):
         xc = rng.normal(size=(max(n, 64),) + tuple(config["conv_shape"])).astype("float32")
         sections.append(run_section(
             f"Conv-2 on {config['conv_shape']} inputs, {config['sparsity']:.0%} of each kernel "
-            "pruned by magnitude; conv blocks along input channels", conv_variants(config), config, xc[:64],
-            xc, args.threads, config["conv_invokes"]))
-    interpreter = kl.export.TFLiteModel(_convert(_mlp(4, (4,)), False, False, None)).interpreter_name
+            "pruned by magnitude; conv blocks along input channels", conv_variants(config),
+            config, xc[:64], xc, args.threads, config["conv_invokes"]))
+    probe = kl.export.TFLiteModel(_convert(_mlp(4, (4,)), False, False, None))
+    interpreter = probe.interpreter_name
     results = {"interpreter": interpreter.split(" (")[0], "threads": args.threads,
                "rounds": config["rounds"], "batches": list(config["batches"]),
                "lenet_tickets": "kl.IMP(block=...) on Fashion-MNIST" if use_imp else

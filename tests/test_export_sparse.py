@@ -45,8 +45,8 @@ def _op_names(content):
 
     model = schema_fb.Model.GetRootAsModel(content, 0)
     names = {v: k for k, v in vars(schema_fb.BuiltinOperator).items() if not k.startswith("_")}
-    codes = [max(model.OperatorCodes(i).BuiltinCode(), model.OperatorCodes(i).DeprecatedBuiltinCode())
-             for i in range(model.OperatorCodesLength())]
+    codes = [max(c.BuiltinCode(), c.DeprecatedBuiltinCode())
+             for c in map(model.OperatorCodes, range(model.OperatorCodesLength()))]
     graph = model.Subgraphs(0)
     return [names[codes[graph.Operators(j).OpcodeIndex()]] for j in range(graph.OperatorsLength())]
 

@@ -32,6 +32,7 @@ Example:
 import numpy as np
 
 from keras_lottery.export import formats
+from keras_lottery.export.lite import _schema
 
 #: TFLite op -> index of its filter (weights) input.
 KERNEL_OPS = {"FULLY_CONNECTED": 1, "CONV_2D": 1, "DEPTHWISE_CONV_2D": 1,
@@ -44,11 +45,6 @@ _ITEMSIZE = {"float32": 4, "float16": 2, "int8": 1, "uint8": 1, "int16": 2, "int
 # TFLite filter layout -> Keras kernel layout, as axis permutations
 # (Keras axis i is TFLite axis _TO_KERAS[op][i]).
 _TO_KERAS = {"FULLY_CONNECTED": (1, 0), "CONV_2D": (1, 2, 3, 0)}
-
-
-def _schema():
-    from tensorflow.lite.python import schema_py_generated as schema_fb
-    return schema_fb
 
 
 def _op_names():
@@ -171,10 +167,16 @@ def kernel_ops(content, plain=None, interpreter=None):
       same block in the Keras kernel's axes, e.g. `(4, 1)`, for Dense and
       Conv2D), `ragged_block` (a native sparse filter whose blocked axis is
       not a multiple of the block: TFLite's block-sparse kernels gave wrong
-      outputs for such layers, see docs/export.md), `stored_values` (values held in the file for this filter, None if
-      its type is packed or unknown),
-      `weights` (entries of the dense filter), and `runs_on`
+      outputs for such layers, see docs/export.md), `stored_values` (values
+      held in the file for this filter; None if its type is packed or
+      unknown), `weights` (entries of the dense filter), and `runs_on`
       (`"delegate"`, `"builtin"`, or None when no interpreter was given).
+
+    Example:
+      >>> lite = kl.export.TFLiteModel(kl.export.tflite(ticket, sparse=True))  # doctest: +SKIP
+      >>> [r["storage"] for r in kl.export.kernel_ops(lite.content, ticket,
+      ...                                             lite.interpreter)]       # doctest: +SKIP
+      ['sparse', 'sparse', 'sparse']
     """
     schema_fb = _schema()
     model = schema_fb.Model.GetRootAsModel(content, 0)
