@@ -299,7 +299,9 @@ class Plan:
     Fields as in `Protocol`, plus: budget, dataset, and train_size /
     test_size (None: the whole split), and run_eagerly (compile the models
     to run eagerly: for runs of a few steps, where tracing Keras' train
-    function costs more than the steps). `scale` is the factor a shorter
+    function costs more than the steps), and resume (checkpoint each seed's
+    ticket after every round so that a rerun continues it: the default;
+    off, a rerun still skips finished seeds). `scale` is the factor a shorter
     training applies to the schedule's iteration counts (LR drops, rewind
     points, warm-up).
     Use `dataclasses.replace(plan, ...)` for a variant.
@@ -327,6 +329,7 @@ class Plan:
     train_size: int = None
     test_size: int = None
     run_eagerly: bool = False
+    resume: bool = True
 
     @property
     def protocol(self):
@@ -482,7 +485,7 @@ def _fresh(out):
 def run(plan, out, data_dir=None, fresh=False, progress="none", verbose=True):
     """Trains every series of `plan` and writes the report, figure and summary to `out`.
 
-    Each series is one `experiment.run_experiment` with `resume=True`: a
+    Each series is one `experiment.run_experiment` with `resume=plan.resume` (default True): a
     rerun continues an interrupted run from its last finished round and
     skips finished seeds and controls; `fresh=True` deletes the previous
     results first (only `OUTPUT_FILES`).
@@ -538,7 +541,7 @@ def run(plan, out, data_dir=None, fresh=False, progress="none", verbose=True):
             batch_size=plan.batch_size, seeds=tuple(range(plan.seeds)), controls=series.controls,
             rewind=rewind, scope=plan.scope, layer_rates=plan.layer_rates or None,
             output_layer_rate=plan.output_layer_rate, eval_every=plan.eval_every,
-            verbose=int(verbose), run_config=config, progress=progress, resume=True,
+            verbose=int(verbose), run_config=config, progress=progress, resume=plan.resume,
             title=f"{plan.name} on {plan.dataset} ({plan.budget} budget): {series.label}")
         if verbose:
             logger.info("%s / %s: %d rounds x %d epochs (%d steps) of %d examples, seeds %s",

@@ -178,7 +178,7 @@ def test_fresh_removes_only_the_files_reproduce_writes(tmp_path):
 
 
 def test_conv2_small_end_to_end(tmp_path, fashion_dir):
-    plan = _tiny("conv2", eval_every=2)
+    plan = _tiny("conv2", eval_every=2, resume=False)  # resume: the lenet test and test_experiment
     summary = reproduce.run(plan, str(tmp_path / "conv2"), data_dir=fashion_dir)
     _check_outputs(tmp_path / "conv2", plan, ["ticket", "reinit", "random"])
     assert summary["examples"] == {"train": 90, "val": 30, "test": 40}
@@ -191,19 +191,20 @@ def test_conv2_small_end_to_end(tmp_path, fashion_dir):
     assert speedup["paper"] == 3.5 and speedup["paper_dataset"] == "CIFAR-10"
 
 
-def test_resnet20_small_end_to_end_on_cifar10_through_tfds(tmp_path):
+def test_vgg16_small_end_to_end_on_cifar10_through_tfds(tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
     from keras_lottery import data
 
     data._TFDS_FAILED.clear()
-    plan = _tiny("resnet20", dataset="cifar10", batch_size=30,
-                 model_kwargs=dict(reproduce.resolve("resnet20", "small").model_kwargs, width=2))
+    plan = _tiny("vgg16", dataset="cifar10", batch_size=30, resume=False,
+                 model_kwargs=dict(reproduce.resolve("vgg16", "small").model_kwargs,
+                                   width_multiplier=0.03))
     with tfds.testing.mock_data(num_examples=130):
-        summary = reproduce.run(plan, str(tmp_path / "resnet20"))
-    _check_outputs(tmp_path / "resnet20", plan, ["theta0", "late", "warmup"])
+        summary = reproduce.run(plan, str(tmp_path / "vgg16"))
+    _check_outputs(tmp_path / "vgg16", plan, ["theta0", "late", "warmup"])
     assert summary["examples"] == {"train": 90, "val": 30, "test": 40}
     assert summary["input_shape"] == [32, 32, 3]  # CIFAR-10's images, not Fashion-MNIST's
-    report = json.loads((tmp_path / "resnet20" / "runs" / "late" / "seed_0" / "ticket"
+    report = json.loads((tmp_path / "vgg16" / "runs" / "late" / "seed_0" / "ticket"
                          / "imp_report.json").read_text())
     assert report["config"]["plan"]["dataset"] == "cifar10" and report["config"]["series_name"] == "late"
     gaps = [r for r in summary["comparison"] if r["what"].startswith(("rewind to θ0", "late", "θ0 with"))]
