@@ -2,7 +2,7 @@
 
 Usage:
     python scripts/block_tickets_table.py ROOT [--figure docs/figures/block_tickets.png]
-        [--rounds 10,15] [--variants name=label,...]
+        [--rounds 10,15] [--variants 'name=label;name=label']
 
 ROOT holds one `keras-lottery run --seeds N --out ROOT/<name>` folder per
 variant (each with its summary.json). Prints, per variant and series, the
@@ -16,11 +16,10 @@ import os
 
 DEFAULT_VARIANTS = (
     "unstructured=unstructured ticket",
-    "b4x1-l1=4x1 block ticket, L1",
-    "b4x1-l2=4x1 block ticket, L2",
-    "b4x1-l1-hidden=4x1 block ticket, L1, output layer unstructured",
-    "unstructured-500it=unstructured ticket, rewind 500it",
-    "b4x1-l1-500it=4x1 block ticket, L1, rewind 500it",
+    "b4x1-l1=4x1 block ticket (L1)",
+    "b4x1-l2=4x1 block ticket (L2)",
+    "b4x1-l1-hidden=4x1 block ticket (L1) with the output layer unstructured",
+    "b4x1-l1-lrr=4x1 block ticket (L1) with learning-rate rewinding",
 )
 
 
@@ -42,10 +41,11 @@ def main(argv=None):
     p.add_argument("root")
     p.add_argument("--figure", default=None)
     p.add_argument("--rounds", default="10,15")
-    p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS))
+    p.add_argument("--variants", default=";".join(DEFAULT_VARIANTS),
+                   help="NAME=LABEL;NAME=LABEL;... (folders under ROOT and their labels)")
     args = p.parse_args(argv)
     rounds = [int(r) for r in args.rounds.split(",")]
-    variants = [v.split("=", 1) for v in args.variants.split(",")]
+    variants = [v.split("=", 1) for v in args.variants.split(";")]
     curves = []
     dense = None
     print("| variant | series | seeds | " + " | ".join(
