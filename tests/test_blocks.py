@@ -395,3 +395,18 @@ def test_conv_model_trains_with_blocks_along_input_channels():
         assert blocks.is_block_structured(mask, block), name
         n = _n_blocks(mask.shape, block)
         assert int(blocks.block_alive(mask, block).sum()) == _expected_blocks(n, 0.5, 2), name
+
+
+def test_global_floor_is_counted_in_blocks():
+    # "small" has magnitudes 100x below "big": one global threshold would empty it,
+    # the floor keeps ceil(floor * (1 - p) ** r * its blocks) of its blocks
+    rng = np.random.default_rng(2)
+    weights = {"big/kernel": rng.normal(size=(40, 10)), "small/kernel": 0.01 * rng.normal(size=(40, 10))}
+    masks = {n: np.ones(w.shape, np.float32) for n, w in weights.items()}
+    per_weight = {n: BLOCK for n in weights}
+    new = masks_lib.compute_masks(weights, masks, 3, 0.5, "global", blocks=per_weight, layer_floor=0.2)
+    small = int(blocks.block_alive(new["small/kernel"], BLOCK).sum())
+    assert small == int(np.ceil(0.2 * 0.5 ** 3 * 100))  # 100 blocks of 4x1 -> 3
+    total = sum(int(blocks.block_alive(m, BLOCK).sum()) for m in new.values())
+    assert total == _expected_blocks(200, 0.5, 3)
+    assert blocks.is_block_structured(new["small/kernel"], BLOCK)
