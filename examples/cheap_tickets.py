@@ -246,7 +246,7 @@ def plot(rows, path, title=None):
     summary = summarize(rows)
     markers = {"imp": "o", "lr": "s", "oneshot": "^", "fewer": "D", "earlybird": "v",
                "lr_oneshot": "<", "lr_fewer": ">", "lr_earlybird": "P"}
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
     for i, method in enumerate(m for m in METHODS if any(r["method"] == m for r in rows)):
         color = f"C{i}"
         pts = [r for r in rows if r["method"] == method]
@@ -269,7 +269,7 @@ def plot(rows, path, title=None):
     ax.set_ylabel("test accuracy of the ticket (%)")
     ax.set_title(title or "Cheaper tickets: accuracy vs cost")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
