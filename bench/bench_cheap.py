@@ -108,6 +108,7 @@ def main(argv=None):
     skipped = sorted(set(methods) - {t["method"] for t in table})
     results = {"methods": methods, "targets": list(targets), "train_examples": len(train[0]),
                "epochs_per_round": args.epochs_per_round, "table": table, "skipped": skipped,
+               "rows": rows, "runs": runs,
                "wall_s": wall, "load_before": list(load_before), "load_after": list(os.getloadavg()),
                "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "tiny": args.tiny}
     print(f"cheap tickets, {len(train[0])} training examples, {args.epochs_per_round} epoch(s) per "

@@ -240,3 +240,17 @@ def test_tflite_sparse_bench_reports_ops_and_ratios(tmp_path):
                                                                  "output"]
     text = bench.format_report(results)
     assert all(f"{name} " in text for name in rows) and "fc1: sparse 1x4, builtin" in text
+
+
+def test_cheap_merge_joins_runs_into_one_table_and_figure(cheap, tmp_path):
+    _, results, _ = cheap
+    ct = load_script("examples/cheap_tickets.py")
+    part = tmp_path / "part.json"
+    part.write_text(json.dumps({"args": {}, "rows": results["rows"], "runs": results["runs"]}))
+    merged = ct.merge([str(part), str(part)], str(tmp_path / "all"))
+    assert len(merged["rows"]) == 2 * len(results["rows"])
+    assert {s["n"] for s in merged["summary"]} == {2}
+    assert (tmp_path / "all" / "cheap_tickets.png").stat().st_size > 0
+    table = ct.markdown_table(merged["summary"], ct.dense_baseline(merged["runs"]))
+    assert table.splitlines()[2].startswith("| dense (round 0) | 100.0 |")
+    assert len(table.splitlines()) == 3 + len(merged["summary"])
