@@ -64,7 +64,7 @@ ROUND_ENDS = ("epochs", "converged")
 
 #: Defaults (picked on Fashion-MNIST LeNet-300-100; see docs/concepts/early-bird.md).
 DEFAULT_EVERY = 100
-DEFAULT_TOL = 0.05
+DEFAULT_TOL = 0.15
 DEFAULT_PATIENCE = 5
 
 

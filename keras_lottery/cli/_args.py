@@ -51,7 +51,7 @@ def add_block_args(parser):
 
 #: keras_lottery.convergence.ROUND_ENDS and its defaults (no TensorFlow for --help)
 ROUND_ENDS = ("epochs", "converged")
-CONVERGE_DEFAULTS = {"converge_every": 100, "converge_tol": 0.05, "converge_patience": 5}
+CONVERGE_DEFAULTS = {"converge_every": 100, "converge_tol": 0.15, "converge_patience": 5}
 
 
 def add_round_end_args(parser):
