@@ -61,8 +61,11 @@ def has_round_end():
     return "round_end" in inspect.signature(kl.IMP).parameters
 
 
-def plan(method, targets=TARGET_ROUNDS, fewer_factor=FEWER_FACTOR):
-    """The IMP runs a method needs: a list of (IMP kwargs, {round index: target})."""
+def plan(method, targets=TARGET_ROUNDS, fewer_factor=FEWER_FACTOR, converge_tol=None):
+    """The IMP runs a method needs: a list of (IMP kwargs, {round index: target}).
+
+    `converge_tol` sets the Early-Bird methods' tolerance (None: IMP's default).
+    """
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; choose from {list(METHODS)}.")
     last = max(targets)
@@ -73,6 +76,8 @@ def plan(method, targets=TARGET_ROUNDS, fewer_factor=FEWER_FACTOR):
                       rewind=rewind)
         if base == "earlybird":
             kwargs["round_end"] = "converged"
+            if converge_tol is not None:
+                kwargs["converge_tol"] = converge_tol
         return [(kwargs, {t: t for t in targets})]
     if base == "oneshot":
         return [(dict(rounds=1, prune_rate=merged_rate(BASE_RATE, t),
@@ -134,7 +139,7 @@ def ticket_rows(method, seed, history, targets):
 
 def run_methods(methods, seeds, train, test, epochs_per_round, batch_size=60, lr=1.2e-3,
                 targets=TARGET_ROUNDS, check_sparsity=None, fewer_factor=FEWER_FACTOR,
-                partial_path=None):
+                partial_path=None, converge_tol=None):
     """Runs every method for every seed; returns (ticket rows, per-run histories).
 
     With `partial_path`, the rows and runs so far are rewritten there after every
@@ -146,7 +151,7 @@ def run_methods(methods, seeds, train, test, epochs_per_round, batch_size=60, lr
             if method.endswith("earlybird") and not has_round_end():
                 logger.warning("earlybird skipped: this keras_lottery has no IMP(round_end=...).")
                 continue
-            for imp_kwargs, run_targets in plan(method, targets, fewer_factor):
+            for imp_kwargs, run_targets in plan(method, targets, fewer_factor, converge_tol):
                 started = time.perf_counter()
                 history = run_imp(imp_kwargs, seed, train, test, epochs_per_round, batch_size, lr,
                                   check_sparsity)
@@ -297,6 +302,8 @@ def parser():
                    "10.8%% and 3.6%% of the weights)")
     p.add_argument("--fewer-factor", type=int, default=FEWER_FACTOR,
                    help="base rounds merged into one by fewer / lr_fewer (default: %(default)s)")
+    p.add_argument("--converge-tol", type=float, default=None,
+                   help="Early-Bird methods' mask-distance tolerance (default: IMP's converge_tol)")
     p.add_argument("--batch-size", type=int, default=60, help="(default: %(default)s)")
     p.add_argument("--lr", type=float, default=1.2e-3, help="Adam learning rate (default: %(default)s)")
     p.add_argument("--train-limit", type=int, default=None,
@@ -351,7 +358,8 @@ def main(argv=None):
     rows, runs = run_methods(methods, range(args.first_seed, args.first_seed + args.seeds), train,
                              test, args.epochs_per_round, args.batch_size, args.lr, targets,
                              fewer_factor=args.fewer_factor,
-                             partial_path=os.path.join(args.out, "partial.json"))
+                             partial_path=os.path.join(args.out, "partial.json"),
+                             converge_tol=args.converge_tol)
     summary = summarize(rows)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "cheap_tickets.json"), "w") as f:

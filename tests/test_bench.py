@@ -205,6 +205,11 @@ def test_cheap_plan_merges_rounds_to_the_same_final_sparsity():
     [(fewer, fewer_targets)] = ct.plan("fewer", (10, 15))
     assert fewer["rounds"] == 3 and fewer_targets == {2: 10, 3: 15}
     assert (1 - fewer["prune_rate"]) ** 2 == pytest.approx(0.8 ** 10)
+    # Early-Bird: IMP's rounds, ended by convergence (the tolerance only when given)
+    [(eb, _)] = ct.plan("earlybird", (10, 15))
+    assert eb == dict(full, round_end="converged")
+    [(eb, _)] = ct.plan("lr_earlybird", (10, 15), converge_tol=0.05)
+    assert eb["converge_tol"] == 0.05 and eb["rewind"] == "lr"
     with pytest.raises(ValueError, match="multiples"):
         ct.plan("fewer", (10, 12))
     with pytest.raises(ValueError, match="Unknown method"):
