@@ -155,7 +155,7 @@ def _tiles(array, block, fill):
     return padded.reshape(tiled), grid
 
 
-def block_scores(weights, block, score="l1"):
+def block_scores(weights, block, score="l2"):
     """Each block's magnitude: mean |w| ("l1") or sqrt(mean w**2) ("l2").
 
     The mean over the block's real entries, so a partial last block is
@@ -233,7 +233,7 @@ def check_block_layers(value):
     return names
 
 
-def block_config(block, block_score="l1", exempt=()):
+def block_config(block, block_score="l2", exempt=()):
     """The block setting as report / checkpoint entries (JSON-ready).
 
     Returns:

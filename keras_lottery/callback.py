@@ -160,7 +160,7 @@ class IMPCallback(keras.callbacks.Callback):
       block: optional block setting, e.g. `(4, 1)`: prune Dense / Conv
         kernels in whole blocks (see `keras_lottery.blocks`); None (the
         default) or `(1, 1)` prunes weight by weight.
-      block_score: how blocks are ranked, `"l1"` (default) or `"l2"`.
+      block_score: how blocks are ranked, `"l2"` (default) or `"l1"`.
       round_end: `"epochs"` (default) trains every round for
         `epochs_per_round` epochs; `"converged"` (Early-Bird) checks every
         `converge_every` steps the mask the round would produce and ends
@@ -207,7 +207,7 @@ class IMPCallback(keras.callbacks.Callback):
     def __init__(self, schedule, epochs_per_round, rewind="0it", scope="layerwise",
                  layer_rates=None, test_data=None, report_dir=None, verbose=1,
                  run_config=None, eval_every=None, validation_data=None,
-                 layer_floor=masks_lib.LAYER_FLOOR, block=None, block_score="l1",
+                 layer_floor=masks_lib.LAYER_FLOOR, block=None, block_score="l2",
                  round_end="epochs", converge_every=None, converge_tol=None,
                  converge_patience=None, block_exempt=()):
         super().__init__()

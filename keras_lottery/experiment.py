@@ -192,7 +192,7 @@ class ExperimentSettings:
     check_sparsity: int = None
     progress: str = "none"
     block: tuple = None
-    block_score: str = "l1"
+    block_score: str = "l2"
     resume: bool = False
     block_layers: object = "all"
 

@@ -144,7 +144,7 @@ def _top_k_mask(magnitudes, alive, keep):
 
 def compute_masks(weights, masks, round_index, prune_rate, scope="layerwise",
                   layer_rates=None, layer_of=None, layer_floor=LAYER_FLOOR, blocks=None,
-                  block_score="l1"):
+                  block_score="l2"):
     """Magnitude masks for round `round_index` from the current weights.
 
     Only surviving weights (mask == 1) are ranked, so masks only shrink. The
@@ -189,8 +189,8 @@ def compute_masks(weights, masks, round_index, prune_rate, scope="layerwise",
       blocks: optional dict weight name -> per-axis block sizes (a tuple of
         the weight's rank, e.g. `(4, 1)` for a Dense kernel, from
         `blocks.kernel_blocks`) or None (unstructured).
-      block_score: how a block is ranked: `"l1"` (mean |w|, the default) or
-        `"l2"` (root-mean-square of its weights).
+      block_score: how a block is ranked: `"l2"` (root-mean-square of its
+        weights, the default) or `"l1"` (mean |w|).
 
     Returns:
       dict name -> new float32 0/1 mask.

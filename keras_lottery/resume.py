@@ -158,7 +158,7 @@ def _settings(imp_callback, model):
         "layer_rates": {k: float(v) for k, v in sorted(imp_callback.layer_rates.items())},
         # a run cannot change its block setting: the masks so far are made of its blocks
         **blocks_lib.block_config(getattr(imp_callback, "block", None),
-                                  getattr(imp_callback, "block_score", "l1"),
+                                  getattr(imp_callback, "block_score", "l2"),
                                   getattr(imp_callback, "block_exempt", ())),
         "epochs_per_round": imp_callback.epochs_per_round,
         "steps_per_epoch": state["steps_per_epoch"],

@@ -66,6 +66,7 @@ def test_imp_config_round_trip():
     config = imp.get_config()
     assert config["block"] == [4, 1] and config["block_score"] == "l2"
     again = kl.IMP.from_config(config)
+    assert kl.IMP(rounds=1, prune_rate=0.2, block=(4, 1)).block_score == "l2"  # the default
     assert again.block == (4, 1) and again.get_config() == config
     assert kl.IMP(rounds=1, prune_rate=0.2, block=(1, 1)).block is None
 
@@ -101,12 +102,15 @@ def test_every_round_keeps_whole_blocks_exact_counts_and_only_shrinks(scope):
         masks = new
 
 
-def test_partial_last_block_is_one_block_scored_by_its_mean():
-    # 6 inputs in blocks of 4: a full block of 0.6s and a partial block of two 1.0s.
-    # By mean the partial block wins (1.0 > 0.6); a plain sum (2.0 < 2.4) would drop it.
-    w = {"d/kernel": np.array([[0.6], [0.6], [0.6], [0.6], [1.0], [-1.0]])}
+@pytest.mark.parametrize("score", ["l1", "l2"])
+def test_partial_last_block_is_one_block_scored_by_its_mean(score):
+    # 6 inputs in blocks of 4: a full block of 0.8s and a partial block of two 1.0s.
+    # By mean |w| or RMS the partial block wins (1.0 > 0.8); a plain L1 or L2 norm
+    # (2.0 < 3.2, 1.41 < 1.6) would drop it.
+    w = {"d/kernel": np.array([[0.8], [0.8], [0.8], [-0.8], [1.0], [-1.0]])}
     m = {"d/kernel": np.ones((6, 1), np.float32)}
-    new = masks_lib.compute_masks(w, m, 1, 0.5, blocks={"d/kernel": BLOCK})["d/kernel"]
+    new = masks_lib.compute_masks(w, m, 1, 0.5, blocks={"d/kernel": BLOCK},
+                                  block_score=score)["d/kernel"]
     assert new.ravel().tolist() == [0, 0, 0, 0, 1, 1]
     assert blocks.block_grid_shape((300, 100), BLOCK) == (75, 100)
     assert blocks.block_grid_shape((30, 7), BLOCK) == (8, 7)
@@ -275,7 +279,7 @@ def test_pruned_weights_are_zero_after_every_batch(ticket):
 
 def test_report_and_tensorboard_record_the_block_setting(ticket):
     report = kl.report.read_json(os.path.join(ticket["folder"], "report", "imp_report.json"))
-    assert report["config"]["block"] == "4x1" and report["config"]["block_score"] == "l1"
+    assert report["config"]["block"] == "4x1" and report["config"]["block_score"] == "l2"
     assert [r["round"] for r in report["history"]] == list(range(ROUNDS + 1))
     events = [f for _, _, files in os.walk(ticket["folder"] / "tb") for f in files
               if "tfevents" in f]
@@ -303,7 +307,7 @@ def test_random_block_control_draws_blocks_with_the_tickets_counts(ticket):
 def test_ticket_file_keeps_blocks_and_the_setting(ticket, tmp_path):
     saved = kl.save_ticket(str(tmp_path / "ticket"), ticket["model"], ticket["imp"])
     loaded = kl.load_ticket(str(tmp_path / "ticket"))
-    assert loaded.config["block"] == [4, 1] and loaded.config["block_score"] == "l1"
+    assert loaded.config["block"] == [4, 1] and loaded.config["block_score"] == "l2"
     assert kl.parse_block(loaded.config["block"]) == BLOCK
     for name, mask in loaded.masks.items():
         assert blocks.is_block_structured(mask, BLOCK)
@@ -313,10 +317,10 @@ def test_ticket_file_keeps_blocks_and_the_setting(ticket, tmp_path):
 def test_resume_refuses_a_changed_block_setting(ticket):
     folder = str(ticket["folder"] / "resume")
     meta = resume.read_checkpoint(folder)
-    assert meta["config"]["block"] == "4x1" and meta["config"]["block_score"] == "l1"
+    assert meta["config"]["block"] == "4x1" and meta["config"]["block_score"] == "l2"
     (x, y), val = _data()
-    for change in ({"block": (2, 1)}, {"block": None}, {"block_score": "l2"}):
-        settings = dict(block=BLOCK, block_score="l1")
+    for change in ({"block": (2, 1)}, {"block": None}, {"block_score": "l1"}):
+        settings = dict(block=BLOCK, block_score="l2")
         settings.update(change)
         imp = kl.IMP(rounds=ROUNDS, prune_rate=RATE, output_layer_rate=OUTPUT_RATE, **settings)
         model = imp.wrap(small_mlp(seed=3, input_dim=INPUTS))
@@ -359,7 +363,7 @@ def test_cli_run_with_block_then_a_changed_block_is_refused(tmp_path, capsys):
     assert main(argv) == 0
     capsys.readouterr()
     report = kl.report.read_json(tmp_path / "imp_report.json")
-    assert report["config"]["block"] == "4x1" and report["config"]["block_score"] == "l1"
+    assert report["config"]["block"] == "4x1" and report["config"]["block_score"] == "l2"
     with np.load(tmp_path / "ticket_masks" / "round_001.npz") as npz:
         names = [str(n) for n in npz["names"]]
         for i, name in enumerate(names):

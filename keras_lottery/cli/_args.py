@@ -43,7 +43,7 @@ def add_block_args(parser):
                         "by COLS outputs, e.g. 4x1 (TFLite's native sparse FULLY_CONNECTED; "
                         "docs/block-tickets.md); default: weight by weight")
     parser.add_argument("--block-score", default=None, choices=["l1", "l2"],
-                        help="how --block ranks blocks: l1 = mean |w| (default), l2 = RMS")
+                        help="how --block ranks blocks: l2 = RMS (default), l1 = mean |w|")
     parser.add_argument("--block-layers", default=None, choices=["all", "hidden"],
                         help="layers --block applies to: all (default) or hidden (the output "
                         "layer stays unstructured)")

@@ -225,7 +225,7 @@ def check_args(args):
             raise ValueError(f"{_flag(flag)} {getattr(args, flag)} applies to block masks: pass "
                              "--block too (e.g. --block 4x1), or drop it.")
     if getattr(args, "block", None) is not None:  # recorded in the run config: the values used
-        args.block_score = args.block_score or "l1"
+        args.block_score = args.block_score or "l2"
         args.block_layers = args.block_layers or "all"
     check_out(args.out)
 
