@@ -235,6 +235,10 @@ def test_search_picks_the_earliest_stable_k(tiny_data, tmp_path):
     with pytest.raises(ValueError, match="not before the end"):
         stability.search_rewind_point(model, (x, y), test, ["3ep"], epochs=3, batch_size=30,
                                       analyze=fake_analysis)
+    # learning-rate rewinding keeps the trained weights: not a point θk to search
+    with pytest.raises(ValueError, match="learning-rate rewinding"):
+        stability.search_rewind_point(model, (x, y), test, ["0it", "lr:3it"], epochs=3,
+                                      batch_size=30, analyze=fake_analysis)
     png = stability.plot_instability(result, str(tmp_path / "instability.png"))
     assert os.path.getsize(png) > 1000
     png = stability.plot_paths(result.rows, str(tmp_path / "paths.png"))

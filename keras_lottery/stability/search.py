@@ -161,8 +161,13 @@ def search_rewind_point(model, train_data, eval_data, candidates, epochs, batch_
     total = steps_per_epoch * int(epochs)
     labelled = []
     for c in candidates:
-        k = int(c) if isinstance(c, (int, np.integer)) else parse_rewind(c).to_steps(steps_per_epoch)
-        label = f"{k}it" if isinstance(c, (int, np.integer)) else str(parse_rewind(c))
+        point = None if isinstance(c, (int, np.integer)) else parse_rewind(c)
+        if point is not None and point.mode == "lr":
+            raise ValueError(
+                f"Rewind point {c!r} is learning-rate rewinding, which keeps the trained weights; "
+                "the search compares weight rewind points θk. Give e.g. '0it', '500it' or '1ep'.")
+        k = int(c) if point is None else point.to_steps(steps_per_epoch)
+        label = f"{k}it" if point is None else str(point)
         if k >= total:
             raise ValueError(f"Rewind point {label} ({k} steps) is not before the end of "
                              f"training ({epochs} epochs = {total} steps).")
