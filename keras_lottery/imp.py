@@ -50,8 +50,8 @@ class IMP:
         `keras_lottery.blocks`, docs/block-tickets.md). None (default) or
         `(1, 1)`: weight by weight.
       block_score: how a block is ranked: `"l2"` (root-mean-square, the
-        default: it scored 0.1-0.6 points above `"l1"` in 14 of 15 rounds
-        of docs/block-tickets.md's measurement) or `"l1"` (mean |w|).
+        default: it scored above `"l1"` in 13 of 15 rounds of
+        docs/block-tickets.md's measurement, by up to 0.6 points) or `"l1"` (mean |w|).
       round_end: `"epochs"` (default: every round trains its whole budget)
         or `"converged"` (Early-Bird): every `converge_every` steps the mask
         the round would produce is computed on the host, and the round ends

@@ -20,6 +20,7 @@ DEFAULT_VARIANTS = (
     "b4x1-l2=4x1 block ticket (L2)",
     "b4x1-l1-hidden=4x1 block ticket (L1) with the output layer unstructured",
     "b4x1-l1-lrr=4x1 block ticket (L1) with learning-rate rewinding",
+    "b4x1-l2-lrr=4x1 block ticket (L2) with learning-rate rewinding",
 )
 
 
@@ -75,6 +76,23 @@ def main(argv=None):
     if dense is not None:
         print(f"| dense network (round 0) | - | {dense['n_seeds']} | "
               + " | ".join(f"100%: {cell(dense['test_accuracy'])}" for _ in rounds) + " |")
+    # per round: one column per series, mean ± std over seeds
+    columns = []
+    for name, label in variants:
+        summary = load(args.root, name)
+        for series, rows in (summary or {}).items():
+            columns.append((label if series == "ticket" else f"{label}: {series}",
+                            {row["round"]: row for row in rows}))
+    if columns:
+        first = columns[0][1]
+        print()
+        print("| round | % weights | " + " | ".join(c for c, _ in columns) + " |")
+        print("|---:|---:|" + "---:|" * len(columns))
+        for r in sorted(first):
+            cells = ["-" if r not in rows else
+                     f"{100 * rows[r]['test_accuracy']['mean']:.2f} ± {100 * rows[r]['test_accuracy']['std']:.2f}"
+                     for _, rows in columns]
+            print(f"| {r} | {100 * first[r]['weights_remaining']['mean']:.1f} | " + " | ".join(cells) + " |")
     if args.figure and curves:
         import matplotlib
 
