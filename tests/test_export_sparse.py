@@ -141,7 +141,7 @@ def test_cli_tflite_export_says_what_each_layer_became(tickets, tmp_path, capsys
             assert f"  {layer}: FULLY_CONNECTED float32, {expected}" in printed, printed
 
 
-def test_ragged_blocks_are_flagged(bench):
+def test_ragged_blocks_are_flagged_and_refused(bench, tmp_path):
     """786 -> 302 -> 102 -> 10: no input size is a multiple of 4, so every 1x4 block row ends
     in a partial block; on ai-edge-litert 2.3 those files were off from Keras by 0.16."""
     from keras_lottery._keras import keras
@@ -152,7 +152,12 @@ def test_ragged_blocks_are_flagged(bench):
     h = keras.layers.Dense(102, activation="relu", name="fc2")(h)
     ragged = bench.pruned_copy(keras.Model(inputs, keras.layers.Dense(10, name="output")(h)),
                                0.9, (4, 1))
-    rows = export.kernel_ops(export.tflite(ragged, sparse=True), ragged)
+    # refused by default (nothing written), written on request
+    target = tmp_path / "ragged.tflite"
+    with pytest.raises(export.TFLiteConversionError, match=r"fc1 .*allow_ragged_blocks"):
+        export.tflite(ragged, str(target), sparse=True)
+    assert not target.exists()
+    rows = export.kernel_ops(export.tflite(ragged, sparse=True, allow_ragged_blocks=True), ragged)
     assert [(r["storage"], r["block"], r["ragged_block"]) for r in rows] == [
         ("sparse", "1x4", True)] * 3
     fitting = export.kernel_ops(export.tflite(bench.pruned_copy(

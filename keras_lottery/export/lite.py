@@ -398,7 +398,7 @@ def read_io_metadata(content):
 
 def tflite(model, path=None, sparse=False, int8=False, representative_data=None,
            allow_dense=False, per_channel=None, unroll=False, select_tf_ops=False,
-           batch_size=None):
+           batch_size=None, allow_ragged_blocks=False):
     """Converts the stripped model to TFLite (float, sparse, int8, int8 + sparse).
 
     Args:
@@ -433,6 +433,11 @@ def tflite(model, path=None, sparse=False, int8=False, representative_data=None,
         takes batches of that size (`TFLiteModel` pads the last one) and
         its LSTM state persists across invokes unless the interpreter's
         `reset_all_variables()` is called (`TFLiteModel` does, before each).
+      allow_ragged_blocks: write a sparse file even when the converter stored
+        a kernel as native blocks whose blocked axis is not a multiple of the
+        block (e.g. 30 inputs in blocks of 4). TFLite's block-sparse kernels
+        computed such layers wrongly (docs/export.md), so by default that
+        file is refused.
 
     Returns:
       The flatbuffer bytes (also written to `path` if given). They carry a
@@ -443,7 +448,9 @@ def tflite(model, path=None, sparse=False, int8=False, representative_data=None,
       ValueError: int8 without representative data, representative data of
         the wrong shape, a model without a ticket.
       TFLiteConversionError: if the converter refuses the model (names the op
-        and the layer, keeps the converter's own message).
+        and the layer, keeps the converter's own message), or, with `sparse`,
+        if it stored a kernel in ragged native blocks (see
+        `allow_ragged_blocks`); nothing is written then.
 
     Example:
       >>> kl.export.tflite(model, "t.tflite", sparse=True, int8=True,
@@ -466,12 +473,33 @@ def tflite(model, path=None, sparse=False, int8=False, representative_data=None,
     calibration = (calibration_batches(representative_data, plain, batch_size=batch_size or 1)
                    if int8 else None)
     return convert(plain, path, sparse, int8, calibration, per_channel, unroll=unroll,
-                   select_tf_ops=select_tf_ops, batch_size=batch_size)
+                   select_tf_ops=select_tf_ops, batch_size=batch_size,
+                   allow_ragged_blocks=allow_ragged_blocks)
+
+
+def _refuse_ragged_blocks(content, plain):
+    """Raises if the converter stored a kernel as native blocks that do not tile it."""
+    from keras_lottery.export.sparse_ops import kernel_ops
+
+    ragged = [r for r in kernel_ops(content, plain) if r["ragged_block"]]
+    if ragged:
+        names = ", ".join(f"{r['layer'] or r['op']} (filter {r['filter_shape']}, block {r['block']})"
+                          for r in ragged)
+        raise TFLiteConversionError(
+            f"The sparse TFLite file stores {names} as native sparse blocks whose blocked "
+            "axis is not a multiple of the block; TFLite's block-sparse kernels compute "
+            "such layers wrongly. Prune with a block that divides the layer's input size "
+            "(kl.IMP(block=...), or block_layers= to leave that layer unstructured), export "
+            "without sparse=True (--sparse), or pass allow_ragged_blocks=True to write it anyway.")
 
 
 def convert(plain, path, sparse, int8, calibration, per_channel=None, unroll=False,
-            select_tf_ops=False, batch_size=None):
-    """Converts a plain model; `calibration` from `calibration_batches` for int8."""
+            select_tf_ops=False, batch_size=None, allow_ragged_blocks=True):
+    """Converts a plain model; `calibration` from `calibration_batches` for int8.
+
+    `allow_ragged_blocks=False` refuses a sparse file with ragged native blocks
+    (see `tflite`); the comparison report keeps them and flags them instead.
+    """
     source = unrolled(plain) if unroll else plain
     if batch_size is None:
         converter = tf.lite.TFLiteConverter.from_keras_model(source)
@@ -506,6 +534,8 @@ def convert(plain, path, sparse, int8, calibration, per_channel=None, unroll=Fal
     except Exception as err:  # ConverterError and friends: name the op and layer
         raise conversion_error(err, plain, unroll, select_tf_ops, batch_size) from err
     content = with_io_metadata(content, plain)
+    if sparse and not allow_ragged_blocks:
+        _refuse_ragged_blocks(content, plain)
     if path is not None:
         def write(tmp):
             with open(tmp, "wb") as f:
