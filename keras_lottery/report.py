@@ -16,6 +16,7 @@ __all__ = [
     "atomic_path",
     "atomic_write",
     "remove_stale_temporaries",
+    "remove_outputs",
     "write_json",
     "read_json",
     "write_csv",
@@ -94,6 +95,32 @@ def atomic_path(path, write):
         elif os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def remove_outputs(folder, names):
+    """Deletes the files and folders `names` from `folder` (a `--fresh` start).
+
+    Only the given names are touched; a symbolic link is removed, not
+    followed; a missing name is skipped.
+
+    Args:
+      folder: the output folder.
+      names: file or folder names inside it.
+
+    Returns:
+      The names removed, in the order given.
+    """
+    removed = []
+    for name in names:
+        path = os.path.join(folder, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.remove(path)
+        else:
+            continue
+        removed.append(name)
+    return removed
 
 
 # `atomic_path`'s temporary names: ".tmp-" + mkstemp's 8 random characters + "-" + the name

@@ -33,7 +33,6 @@ import dataclasses
 import logging
 import math
 import os
-import shutil
 import time
 
 __all__ = [
@@ -468,20 +467,6 @@ def _schedule(plan, series):
     return lr, warmup, boundaries, rewind
 
 
-def _fresh(out):
-    removed = []
-    for name in OUTPUT_FILES:
-        path = os.path.join(out, name)
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        elif os.path.lexists(path):
-            os.remove(path)
-        else:
-            continue
-        removed.append(name)
-    return removed
-
-
 def run(plan, out, data_dir=None, fresh=False, progress="none", verbose=True):
     """Trains every series of `plan` and writes the report, figure and summary to `out`.
 
@@ -513,7 +498,7 @@ def run(plan, out, data_dir=None, fresh=False, progress="none", verbose=True):
     started = time.perf_counter()
     os.makedirs(out, exist_ok=True)
     if fresh:
-        for name in _fresh(out):
+        for name in report.remove_outputs(out, OUTPUT_FILES):
             logger.info("--fresh: removed %s", os.path.join(out, name))
     train, val, test = load_data(plan, data_dir)
     num_classes = int(max(train[1].max(), val[1].max(), test[1].max())) + 1

@@ -173,7 +173,9 @@ def test_fresh_removes_only_the_files_reproduce_writes(tmp_path):
     (tmp_path / "runs").unlink()
     (tmp_path / "runs" / "ticket").mkdir(parents=True)
     (tmp_path / "notes.txt").write_text("mine")
-    assert sorted(reproduce._fresh(str(tmp_path))) == sorted(reproduce.OUTPUT_FILES)
+    from keras_lottery.report import remove_outputs
+
+    assert sorted(remove_outputs(str(tmp_path), reproduce.OUTPUT_FILES)) == sorted(reproduce.OUTPUT_FILES)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 

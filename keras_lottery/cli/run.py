@@ -4,7 +4,6 @@ import hashlib
 import logging
 import math
 import os
-import shutil
 import time
 
 from keras_lottery.cli._args import (
@@ -328,21 +327,13 @@ def clear_run(out):
     Returns:
       The names removed.
     """
-    removed = []
+    from keras_lottery.report import remove_outputs
+
     names = list(RUN_FILES)
     if os.path.isdir(out):
         names += sorted(n for n in os.listdir(out) if n.startswith("seed_")
                         and os.path.isdir(os.path.join(out, n)))
-    for name in names:
-        path = os.path.join(out, name)
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        elif os.path.lexists(path):
-            os.remove(path)
-        else:
-            continue
-        removed.append(name)
-    return removed
+    return remove_outputs(out, names)
 
 
 def print_result(args, summary, started, trained):
