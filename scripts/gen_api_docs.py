@@ -106,7 +106,9 @@ def document_module(short):
         elif callable(obj):
             lines += [f"### `{anchor}`", "", f"`{_signature(obj, name)}`", "", _block(_doc(obj))]
         else:
-            lines += [f"### `{anchor}`", "", f"Constant: `{obj!r:.200}`", ""]
+            # without the memory addresses of functions, so the page regenerates identically
+            text = re.sub(r" at 0x[0-9a-f]+>", ">", repr(obj))
+            lines += [f"### `{anchor}`", "", f"Constant: `{text:.200}`", ""]
     return "\n".join(lines)
 
 
