@@ -28,6 +28,7 @@ Example:
     kl.export.saved_model(model, "ticket_savedmodel/")
 """
 
+from keras_lottery._public import present_as_package
 from keras_lottery.export.formats import (
     MIN_ZERO_FRACTION,
     ExportError,
@@ -66,8 +67,4 @@ __all__ = [
 ]
 
 # The public names are documented (docs/api.md) and pickled as keras_lottery.export.*
-for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith(__name__ + "."):
-        _obj.__module__ = __name__
-del _name, _obj
+present_as_package(globals())

@@ -29,6 +29,7 @@ interpolated network, BN statistics), `path` (loss and error along the path,
 not the modules.
 """
 
+from keras_lottery._public import present_as_package
 from keras_lottery.stability.distance import pruning_distance
 from keras_lottery.stability.instability import InstabilityResult, instability_analysis, train_copy
 from keras_lottery.stability.interpolation import copy_model, interpolate, recompute_bn_statistics
@@ -61,8 +62,4 @@ __all__ = [
 ]
 
 # The public names are documented (docs/api.md) and pickled as keras_lottery.stability.*
-for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith(__name__ + "."):
-        _obj.__module__ = __name__
-del _name, _obj
+present_as_package(globals())
