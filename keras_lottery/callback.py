@@ -237,10 +237,7 @@ class IMPCallback(keras.callbacks.Callback):
         self.layer_floor = float(layer_floor)
         self.layer_rates = dict(layer_rates or {})
         self.block = blocks_lib.parse_block(block)
-        if block_score not in blocks_lib.BLOCK_SCORES:
-            raise ValueError(f"block_score must be one of {blocks_lib.BLOCK_SCORES}, "
-                             f"got {block_score!r}.")
-        self.block_score = block_score
+        self.block_score = blocks_lib.check_block_score(block_score)
         self.block_exempt = sorted(block_exempt or ())
         from keras_lottery.data import check_labelled
 
@@ -278,9 +275,13 @@ class IMPCallback(keras.callbacks.Callback):
         self._round_start = time.perf_counter()
         self._round_steps = 0
         self._val_curve = []
-        self._converged_step = None
         if self._tracker is not None:
             self._tracker.reset()
+
+    @property
+    def _converged_step(self):
+        """The step at which this round's next mask converged (None: not yet, or "epochs")."""
+        return None if self._tracker is None else self._tracker.converged_step
 
     @property
     def round_first_epoch(self):
@@ -440,10 +441,9 @@ class IMPCallback(keras.callbacks.Callback):
     def _check_convergence(self):
         current, masks = self._compute_next_masks()
         pruned = int(sum(m.sum() for m in current.values()) - sum(m.sum() for m in masks.values()))
-        # round 0 may end only once θk was taken (a late rewind point)
-        if self._tracker.update(self._round_steps, masks, pruned,
-                                can_end=self.theta_k is not None):
-            self._converged_step = self._round_steps
+        # round 0 may end only once θk was taken (a late rewind point); the
+        # tracker records the step at which the round converged
+        self._tracker.update(self._round_steps, masks, pruned, can_end=self.theta_k is not None)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
