@@ -42,6 +42,7 @@ __all__ = [
     "is_block_structured",
     "block_config",
     "check_block_layers",
+    "check_block_score",
     "BLOCK_LAYERS",
 ]
 
@@ -165,8 +166,7 @@ def block_scores(weights, block, score="l2"):
     Returns:
       float64 array of the block-grid shape.
     """
-    if score not in BLOCK_SCORES:
-        raise ValueError(f"block_score must be one of {BLOCK_SCORES}, got {score!r}.")
+    check_block_score(score)
     values = np.asarray(weights, np.float64)
     values = np.abs(values) if score == "l1" else values * values
     sums, grid = _tiles(values, block, 0.0)
@@ -213,6 +213,13 @@ def is_block_structured(mask, block):
     except ValueError:
         return False
     return True
+
+
+def check_block_score(score, what="block_score"):
+    """`score` if it is one of `BLOCK_SCORES`; raises ValueError naming `what` otherwise."""
+    if score not in BLOCK_SCORES:
+        raise ValueError(f"{what} must be one of {BLOCK_SCORES}, got {score!r}.")
+    return score
 
 
 BLOCK_LAYERS = ("all", "hidden")

@@ -233,9 +233,7 @@ class ExperimentSettings:
         from keras_lottery import blocks as blocks_lib
 
         self.block = blocks_lib.parse_block(self.block)
-        if self.block_score not in blocks_lib.BLOCK_SCORES:
-            raise ValueError(f"ExperimentSettings.block_score must be one of "
-                             f"{blocks_lib.BLOCK_SCORES}, got {self.block_score!r}.")
+        blocks_lib.check_block_score(self.block_score, "ExperimentSettings.block_score")
         self.block_layers = blocks_lib.check_block_layers(self.block_layers)
         if self.progress not in PROGRESS_MODES:
             raise ValueError(f"ExperimentSettings.progress must be one of {list(PROGRESS_MODES)}, "

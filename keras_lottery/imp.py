@@ -107,10 +107,7 @@ class IMP:
             raise ValueError(f"layer_floor must be in [0, 1], got {layer_floor!r}.")
         self.layer_floor = float(layer_floor)
         self.block = blocks_lib.parse_block(block)
-        if block_score not in blocks_lib.BLOCK_SCORES:
-            raise ValueError(f"block_score must be one of {blocks_lib.BLOCK_SCORES}, "
-                             f"got {block_score!r}.")
-        self.block_score = block_score
+        self.block_score = blocks_lib.check_block_score(block_score)
         self.block_layers = blocks_lib.check_block_layers(block_layers)
         self.epochs_per_round = None
         self._callback = None

@@ -224,8 +224,7 @@ def compute_masks(weights, masks, round_index, prune_rate, scope="layerwise",
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"Rate for {name!r} must be in [0, 1), got {rate!r}.")
 
-    if block_score not in blocks_lib.BLOCK_SCORES:
-        raise ValueError(f"block_score must be one of {blocks_lib.BLOCK_SCORES}, got {block_score!r}.")
+    blocks_lib.check_block_score(block_score)
     blocks = _check_blocks(blocks or {}, weights)
 
     new_masks = {}
