@@ -493,6 +493,21 @@ def _refuse_ragged_blocks(content, plain):
             "without sparse=True (--sparse), or pass allow_ragged_blocks=True to write it anyway.")
 
 
+def _by_input_name(calibration, plain):
+    """`calibration`'s batches as dicts keyed by input name (one input: as they are).
+
+    The calibrator takes a list in the converted graph's input order, which
+    can differ from the Keras order (a model with inputs `z_tokens`,
+    `a_numbers` got `a_numbers` first), so a list in Keras order fed int ids
+    to the float input. A dict is matched by the signature's input names,
+    which are the Keras input names.
+    """
+    if len(plain.inputs) < 2:
+        return calibration
+    names = list(plain.input_names)
+    return lambda: (dict(zip(names, batch)) for batch in calibration())
+
+
 def convert(plain, path, sparse, int8, calibration, per_channel=None, unroll=False,
             select_tf_ops=False, batch_size=None, allow_ragged_blocks=True):
     """Converts a plain model; `calibration` from `calibration_batches` for int8.
@@ -510,7 +525,7 @@ def convert(plain, path, sparse, int8, calibration, per_channel=None, unroll=Fal
     ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if int8:
         optimizations.append(tf.lite.Optimize.DEFAULT)
-        converter.representative_dataset = calibration
+        converter.representative_dataset = _by_input_name(calibration, source)
         ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if per_channel is None:
             per_channel = not sparse
