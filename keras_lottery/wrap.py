@@ -23,6 +23,7 @@ __all__ = [
     "is_prunable",
     "is_pruning_wrapper",
     "iter_layers",
+    "layer_prunable_weights",
     "pruned_layers",
     "wrap_model",
     "strip_model",
@@ -61,6 +62,37 @@ def is_prunable(layer):
     if registry._is_rnn_layer(layer) or registry._is_mha_layer(layer):
         return True
     return bool(registry._weight_names(layer))
+
+
+def layer_prunable_weights(layer):
+    """The variables IMP prunes in a plain (unwrapped) layer, as its wrapper would.
+
+    Dense / Conv kernels, Embedding tables, DepthwiseConv2D depthwise
+    kernels, SeparableConv pointwise kernels, MultiHeadAttention's query /
+    key / value / output kernels, an RNN cell's kernel and recurrent
+    kernel: for reading a stripped ticket (export reports) with the same
+    count IMP's masks have. Empty for a layer IMP does not prune.
+    """
+    if isinstance(layer, tfmot.sparsity.keras.PrunableLayer):
+        return list(layer.get_prunable_weights())
+    if type(layer) is keras.layers.DepthwiseConv2D:
+        return [layer.depthwise_kernel]
+    if type(layer) is keras.layers.MultiHeadAttention:
+        parts = (layer._query_dense, layer._key_dense, layer._value_dense, layer._output_dense)
+        return [part.kernel for part in parts if hasattr(part, "kernel")]
+    registry = prune_registry.PruneRegistry
+    if not is_prunable(layer):
+        return []
+    if registry._is_rnn_layer(layer):
+        weights = []
+        for cell in registry._get_rnn_cells(layer):
+            if isinstance(cell, tfmot.sparsity.keras.PrunableLayer):
+                weights.extend(cell.get_prunable_weights())
+            else:
+                weights.extend(getattr(cell, name)
+                               for name in registry._RNN_CELLS_WEIGHTS_MAP[type(cell)])
+        return weights
+    return [getattr(layer, name) for name in registry._weight_names(layer)]
 
 
 def iter_layers(model, inside_wrappers=False):

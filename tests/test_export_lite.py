@@ -92,6 +92,32 @@ def test_report_on_int_input_model(tmp_path):
     assert set(lite["tflite_int8"]["latency_ms"]) == {"1", "8"}
 
 
+def test_report_counts_every_pruned_weight_not_only_kernels(tmp_path):
+    """Embedding tables, MultiHeadAttention's four kernels and an LSTM's two are
+    pruned like Dense kernels; the export report counts them as IMP does."""
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((STEPS,), dtype="int32", name="tokens")
+    h = keras.layers.Embedding(VOCAB, 8, name="emb")(inputs)
+    h = keras.layers.MultiHeadAttention(2, 4, name="mha")(h, h)
+    h = keras.layers.LSTM(4, name="lstm")(h)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="logits")(h))
+    wrapped = kl.IMP(rounds=1, prune_rate=0.5).wrap(model)
+    entries = kl.masks.prunable_weights(wrapped)  # one 50% round, written as IMP does
+    kl.masks.write_masks(wrapped, kl.compute_masks(
+        {w.name: w.weight.numpy() for w in entries},
+        {w.name: np.ones(w.weight.shape) for w in entries}, 1, 0.5))
+    x, y = tokens(8, seed=2), np.arange(8) % 3
+    result = export.report(wrapped, (x, y), formats=("keras",), out_dir=tmp_path / "rep")
+    masks = kl.read_masks(wrapped)
+    assert [r["layer"] for r in result["layers"]] == ["emb", "mha", "lstm", "logits"]
+    assert result["prunable_params"] == sum(m.size for m in masks.values())
+    assert result["nonzero_params"] == sum(int(m.sum()) for m in masks.values())
+    assert result["weights_remaining"] == pytest.approx(kl.overall_weights_remaining(wrapped))
+    assert result["all_weights_remaining"] == pytest.approx(kl.masks.all_weights_remaining(wrapped))
+    text = export.format_report(result)
+    assert f"{result['all_weights_remaining']:.1%} of all" in text
+
+
 # -- several inputs and outputs ---------------------------------------------------------
 
 

@@ -56,10 +56,11 @@ def gzip_size(path):
 
 def _layer_table(plain):
     rows = []
-    for name, kernel in writers.prunable_kernels(plain):
-        nonzero = int(np.count_nonzero(kernel))
-        rows.append({"layer": name, "weights": int(kernel.size), "nonzero": nonzero,
-                     "remaining": nonzero / kernel.size if kernel.size else 1.0})
+    for name, arrays in writers.prunable_arrays(plain):
+        size = sum(int(a.size) for a in arrays)
+        nonzero = sum(int(np.count_nonzero(a)) for a in arrays)
+        rows.append({"layer": name, "weights": size, "nonzero": nonzero,
+                     "remaining": nonzero / size if size else 1.0})
     return rows
 
 
@@ -301,6 +302,10 @@ def report(model, test_data, dense_model=None, representative_data=None, out_dir
         }
         result["weights_remaining"] = (result["nonzero_params"] / result["prunable_params"]
                                        if result["prunable_params"] else 1.0)
+        # every parameter counts; the pruned ones are the prunable weights' zeros
+        pruned = result["prunable_params"] - result["nonzero_params"]
+        result["all_weights_remaining"] = ((result["total_params"] - pruned) / result["total_params"]
+                                           if result["total_params"] else 1.0)
         report_lib.write_json(os.path.join(folder, "export_report.json"), result)
         return result
 
@@ -335,7 +340,10 @@ def format_report(result):
     """
     lines = [f"model {result['model']}: {result['nonzero_params']:,} of "
              f"{result['prunable_params']:,} prunable weights nonzero "
-             f"({result['weights_remaining']:.1%}); {result['total_params']:,} parameters in all",
+             f"({result['weights_remaining']:.1%}); "
+             + (f"{result['all_weights_remaining']:.1%} of all {result['total_params']:,} "
+                "parameters remaining" if "all_weights_remaining" in result else
+                f"{result['total_params']:,} parameters in all"),
              f"dense reference: {result['dense_reference']}", ""]
     lines.append(f"{'layer':<24}{'weights':>10}{'nonzero':>10}{'remaining':>11}")
     for r in result["layers"]:

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from keras_lottery import report as report_lib
 from keras_lottery._keras import check_tf_keras_model, keras
-from keras_lottery.wrap import is_prunable, pruned_layers, strip_model
+from keras_lottery.wrap import is_prunable, layer_prunable_weights, pruned_layers, strip_model
 
 logger = logging.getLogger("keras_lottery")
 
@@ -46,16 +46,39 @@ class ExportError(OSError, ValueError):
 # -- stripping ------------------------------------------------------------------
 
 
-def prunable_kernels(model):
-    """(layer name, kernel ndarray) for each prunable layer of a plain model."""
-    result = []
+def _plain_layers(model):
     stack = list(model.layers)
     while stack:
         layer = stack.pop(0)
         if isinstance(layer, keras.Model):
             stack[:0] = list(layer.layers)
-        elif is_prunable(layer) and getattr(layer, "kernel", None) is not None:
-            result.append((layer.name, layer.kernel.numpy()))
+        else:
+            yield layer
+
+
+def prunable_kernels(model):
+    """(layer name, kernel ndarray) for each prunable layer of a plain model with a `kernel`.
+
+    The layers whose kernel TFLite stores as an op's filter (Dense, Conv);
+    `prunable_arrays` has every pruned weight.
+    """
+    return [(layer.name, layer.kernel.numpy()) for layer in _plain_layers(model)
+            if is_prunable(layer) and getattr(layer, "kernel", None) is not None]
+
+
+def prunable_arrays(model):
+    """(layer name, [ndarray, ...]) for each layer of a plain model that IMP prunes.
+
+    Every weight a pruning wrapper masks (`keras_lottery.wrap.layer_prunable_weights`):
+    kernels, Embedding tables, depthwise kernels, MultiHeadAttention's four
+    kernels, recurrent kernels; so counts read from a stripped ticket are
+    the masks' counts.
+    """
+    result = []
+    for layer in _plain_layers(model):
+        weights = layer_prunable_weights(layer)
+        if weights:
+            result.append((layer.name, [w.numpy() for w in weights]))
     return result
 
 
@@ -76,9 +99,9 @@ def is_pruned(model):
     if wrappers:
         return any(float(tf.reduce_min(mask)) < 0.5
                    for w in wrappers for _, mask, _ in w.pruning_vars)
-    kernels = prunable_kernels(model)
-    total = sum(k.size for _, k in kernels)
-    zeros = sum(int((k == 0).sum()) for _, k in kernels)
+    arrays = [a for _, layer_arrays in prunable_arrays(model) for a in layer_arrays]
+    total = sum(a.size for a in arrays)
+    zeros = sum(int((a == 0).sum()) for a in arrays)
     return bool(total) and zeros / total >= MIN_ZERO_FRACTION
 
 
