@@ -197,7 +197,10 @@ def wrap_model(model, schedule, layer_filter=None, convert_keras3=True):
     with keras.utils.custom_object_scope({type(schedule).__name__: type(schedule)}):
         wrapped = keras.models.clone_model(model, clone_function=clone)
     _copy_weights(model, wrapped)
-    _log_coverage(model, wrapped)
+    filtered = [layer.name for layer in iter_layers(model)
+                if not isinstance(layer, keras.Model) and is_prunable(layer)
+                and id(layer) not in target_ids]
+    _log_coverage(model, wrapped, filtered)
     return wrapped
 
 
@@ -281,8 +284,12 @@ def _variable_count(variables):
     return total
 
 
-def _log_coverage(source, wrapped):
-    """Logs one line: which layers stay dense, and what share of the parameters is prunable."""
+def _log_coverage(source, wrapped, filtered=()):
+    """Logs one line: which layers stay dense, and what share of the parameters is prunable.
+
+    `filtered`: names of prunable layers the user's `layer_filter` left out,
+    told apart from the layers tfmot cannot prune.
+    """
     prunable = _variable_count(w for wrapper in pruned_layers(wrapped)
                                for w, _, _ in wrapper.pruning_vars)
     total = _variable_count(source.weights)
@@ -296,16 +303,20 @@ def _log_coverage(source, wrapped):
         kernels = [w for w in inner.trainable_weights
                    if len(w.shape) >= 2 and id(w) not in pruned
                    and "bias" not in w.name.split("/")[-1]]
-        if kernels:
+        if kernels and inner.name not in filtered:
             short = sorted({w.name.split("/")[-1].split(":")[0] for w in kernels})
             dense.append(f"{inner.name} ({type(inner).__name__}: {', '.join(short)})")
-    shown = ", ".join(dense[:6]) + (f", ... ({len(dense) - 6} more)" if len(dense) > 6 else "")
+    def listed(names):
+        return ", ".join(names[:6]) + (f", ... ({len(names) - 6} more)" if len(names) > 6 else "")
+
+    left_out = (f"; {len(filtered)} layers left dense by layer_filter: {listed(list(filtered))}"
+                if filtered else "")
     logger.info(
-        "Pruning %d layers: %.1f%% of the model's %d parameters are prunable; %s. "
+        "Pruning %d layers: %.1f%% of the model's %d parameters are prunable; %s%s. "
         "Biases and normalization parameters are never pruned.",
         len(pruned_layers(wrapped)), 100.0 * prunable / max(total, 1), total,
-        f"{len(dense)} layers keep dense kernels (tfmot cannot prune them): {shown}"
-        if dense else "no layer keeps a dense kernel")
+        f"{len(dense)} layers keep dense kernels (tfmot cannot prune them): {listed(dense)}"
+        if dense else "no layer keeps a dense kernel", left_out)
 
 
 def _wrap_layer(layer, schedule):

@@ -168,6 +168,20 @@ def test_wrap_logs_one_line_with_dense_layers_and_prunable_share(caplog):
     assert "dw (" not in lines[0] and "conv (" not in lines[0] and "head (" not in lines[0]
 
 
+def test_wrap_log_tells_layers_left_out_by_layer_filter_from_unprunable_ones(caplog):
+    import logging
+
+    inputs = keras.Input((6,))
+    x = keras.layers.Dense(4, name="hid")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+    with caplog.at_level(logging.INFO, logger="keras_lottery"):
+        kl.IMP(rounds=1, prune_rate=0.5).wrap(model, layer_filter=lambda layer: layer.name == "hid")
+    line = next(r.getMessage() for r in caplog.records if "prunable" in r.getMessage())
+    # 'out' is prunable, the user's filter kept it dense: not "tfmot cannot prune"
+    assert "no layer keeps a dense kernel" in line
+    assert "1 layers left dense by layer_filter: out" in line
+
+
 def test_depthwise_conv2d_is_pruned_exactly_and_rewound_bit_exactly(tmp_path):
     # fails on the old code: tfmot lists DepthwiseConv2D with no prunable
     # weight, so MobileNet-style models kept every depthwise kernel dense
