@@ -171,14 +171,17 @@ def test_wrap_logs_one_line_with_dense_layers_and_prunable_share(caplog):
 def test_wrap_log_tells_layers_left_out_by_layer_filter_from_unprunable_ones(caplog):
     import logging
 
-    inputs = keras.Input((6,))
-    x = keras.layers.Dense(4, name="hid")(inputs)
+    inputs = keras.Input((6, 3))
+    x = keras.layers.Flatten()(keras.layers.DepthwiseConv1D(3, name="dw1")(inputs))
+    x = keras.layers.Dense(4, name="hid")(x)
     model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
     with caplog.at_level(logging.INFO, logger="keras_lottery"):
         kl.IMP(rounds=1, prune_rate=0.5).wrap(model, layer_filter=lambda layer: layer.name == "hid")
     line = next(r.getMessage() for r in caplog.records if "prunable" in r.getMessage())
+    # tfmot does not list DepthwiseConv1D: dense, and said so
+    assert "1 layers keep dense kernels (tfmot cannot prune them): dw1 (DepthwiseConv1D: " in line
     # 'out' is prunable, the user's filter kept it dense: not "tfmot cannot prune"
-    assert "no layer keeps a dense kernel" in line
+    assert "out (" not in line
     assert "1 layers left dense by layer_filter: out" in line
 
 
