@@ -118,6 +118,19 @@ def test_report_counts_every_pruned_weight_not_only_kernels(tmp_path):
     assert f"{result['all_weights_remaining']:.1%} of all" in text
 
 
+def test_plain_ticket_with_a_large_dense_table_still_counts_as_pruned():
+    """A stripped ticket whose big Embedding was kept dense (layer_filter) and whose
+    head is pruned: the dense table must not make it look never pruned."""
+    inputs = keras.Input((STEPS,), dtype="int32")
+    h = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(2000, 16, name="emb")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(h))
+    kernel = model.get_layer("head").kernel
+    kernel.assign(np.where(np.arange(48).reshape(16, 3) % 2 == 0, kernel.numpy(), 0.0))
+    assert export.formats.is_pruned(model)  # 24 of 48 head weights zero, 0 of 32,000 in emb
+    model.get_layer("head").kernel.assign(np.ones((16, 3)))
+    assert not export.formats.is_pruned(model)
+
+
 # -- several inputs and outputs ---------------------------------------------------------
 
 

@@ -21,8 +21,10 @@ from keras_lottery.wrap import is_prunable, layer_prunable_weights, pruned_layer
 
 logger = logging.getLogger("keras_lottery")
 
-# A plain model counts as a pruned ticket when at least this fraction of its
-# prunable kernel weights are exact zeros (a trained dense net has none).
+# A plain model counts as a pruned ticket when at least this fraction of one of
+# its prunable weight tensors are exact zeros (a trained dense net has none).
+# Per tensor: a large table left dense (e.g. an Embedding kept out of pruning
+# by layer_filter) must not hide a pruned head.
 MIN_ZERO_FRACTION = 0.01
 
 # Free space asked for beyond a model's weight bytes before a .keras / .h5
@@ -86,8 +88,9 @@ def is_pruned(model):
     """True if `model` holds a ticket: wrapped with some mask < 1, or plain with zeros.
 
     A wrapped model counts when any mask has pruned something; a plain
-    (stripped) model when at least `MIN_ZERO_FRACTION` of its prunable
-    kernel weights are exact zeros.
+    (stripped) model when at least `MIN_ZERO_FRACTION` of the weights of
+    one of its prunable tensors (kernels, Embedding tables, depthwise and
+    recurrent kernels) are exact zeros.
 
     Args:
       model: a tf_keras model, wrapped or plain.
@@ -100,9 +103,7 @@ def is_pruned(model):
         return any(float(tf.reduce_min(mask)) < 0.5
                    for w in wrappers for _, mask, _ in w.pruning_vars)
     arrays = [a for _, layer_arrays in prunable_arrays(model) for a in layer_arrays]
-    total = sum(a.size for a in arrays)
-    zeros = sum(int((a == 0).sum()) for a in arrays)
-    return bool(total) and zeros / total >= MIN_ZERO_FRACTION
+    return any(a.size and int((a == 0).sum()) / a.size >= MIN_ZERO_FRACTION for a in arrays)
 
 
 def strip(model, allow_dense=False):
