@@ -30,7 +30,7 @@ from keras_lottery.rewind import (
 from keras_lottery.schedule import IMPSchedule, parse_rewind
 from keras_lottery.wrap import bypass_wrapper_ops, pruned_layers, require_imp_callbacks
 
-__all__ = ["IMPCallback", "RoundResult"]
+__all__ = ["IMPCallback", "RoundResult", "enforce_masks"]
 
 logger = logging.getLogger("keras_lottery")
 
@@ -127,6 +127,25 @@ def is_chief(model):
 
 def _has_embedding(model):
     return any(isinstance(w.layer, keras.layers.Embedding) for w in pruned_layers(model))
+
+
+def enforce_masks(model):
+    """Makes the next `fit` of a compiled, masked `model` keep pruned weights at zero.
+
+    What `IMPCallback` does when fit begins, for fits that train fixed masks
+    without it (a retrained `Ticket`, `stability.train_copy`): the mask
+    becomes each kernel's constraint (`masks.attach_mask_constraints`), the
+    wrappers call their inner layers directly (`wrap.bypass_wrapper_ops`),
+    and under a legacy optimizer embedding tables get a dense gradient (these
+    optimizers refuse a constraint after a sparse update). Call it before
+    the fit's first step, with the kernels already masked; pair it with
+    `rewind.mask_moving_averages` when the fit ends (`use_ema`).
+
+    Args:
+      model: a wrapped model compiled with its optimizer.
+    """
+    masks_lib.attach_mask_constraints(model)
+    bypass_wrapper_ops(model, dense_embedding_gradients=is_legacy_optimizer(model.optimizer))
 
 
 class IMPCallback(keras.callbacks.Callback):
@@ -351,12 +370,13 @@ class IMPCallback(keras.callbacks.Callback):
                 "steps_per_execution that divides it.")
         if self.convergence is not None:
             self._check_chunks(per_execution)
-        masks_lib.attach_mask_constraints(self.model)
         capture_optimizer_state(self.model.optimizer, self.model)
-        legacy = is_legacy_optimizer(self.model.optimizer)
         if self.bypass_wrapper_ops:
-            bypass_wrapper_ops(self.model, dense_embedding_gradients=legacy)
-        elif legacy and _has_embedding(self.model):
+            enforce_masks(self.model)
+        else:
+            masks_lib.attach_mask_constraints(self.model)
+        if (not self.bypass_wrapper_ops and is_legacy_optimizer(self.model.optimizer)
+                and _has_embedding(self.model)):
             raise ValueError(
                 "A legacy optimizer (keras.optimizers.legacy.*) cannot keep an "
                 "Embedding's pruned rows at zero with bypass_wrapper_ops = False: it "

@@ -425,15 +425,28 @@ def _read_arrays(data, meta, npz_path, json_path):
 
 
 class _StartAtStep(keras.callbacks.Callback):
-    """Puts a fresh optimizer at the ticket's rewind step k when `fit` begins."""
+    """Puts a fresh optimizer at the ticket's rewind step k when `fit` begins,
+    and keeps the pruned weights at zero through the fit (`callback.enforce_masks`:
+    also under a legacy optimizer with an Embedding, and after `use_ema`'s
+    final overwrite)."""
 
     def __init__(self, ticket):
         super().__init__()
         self.ticket = ticket
 
     def on_train_begin(self, logs=None):
+        from keras_lottery.callback import enforce_masks
+
         if int(self.model.optimizer.iterations.numpy()) == 0:
             self.ticket.set_optimizer_step(self.model)
+        enforce_masks(self.model)
+
+    def on_train_end(self, logs=None):
+        from keras_lottery.rewind import mask_moving_averages
+
+        # use_ema: fit has just written the moving averages, taken before the
+        # mask constraint ran, into the weights
+        mask_moving_averages(self.model.optimizer, self.model)
 
 
 def save_ticket(path, model, theta=None, config=None):

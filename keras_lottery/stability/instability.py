@@ -8,11 +8,13 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 
 from keras_lottery import masks as masks_lib
+from keras_lottery.callback import enforce_masks
 from keras_lottery.guard import SparsityGuard
 from keras_lottery.models import compile_classifier
 from keras_lottery.stability.interpolation import copy_model
 from keras_lottery.stability.path import DEFAULT_POINTS, PathResult, evaluate_path
-from keras_lottery.wrap import bypass_wrapper_ops, pruned_layers
+from keras_lottery.rewind import mask_moving_averages
+from keras_lottery.wrap import pruned_layers
 
 __all__ = ["InstabilityResult", "instability_analysis", "train_copy"]
 
@@ -69,14 +71,16 @@ def train_copy(model, x, y, steps, seed, batch_size=128, compile_fn=None, start_
         # as in IMPCallback: kernels masked once, the optimizer's constraint
         # re-applies the masks after every step, tfmot's per-step ops bypassed
         masks_lib.apply_masks(copy)
-        masks_lib.attach_mask_constraints(copy)
-        bypass_wrapper_ops(copy)
+        enforce_masks(copy)  # a legacy optimizer's Embedding gets a dense gradient
         extra = [tfmot.sparsity.keras.UpdatePruningStep()] + extra
         if check_sparsity:
             copy.sparsity_guard = SparsityGuard(every=1 if check_sparsity is True else check_sparsity)
             extra.insert(1, copy.sparsity_guard)
     copy.fit(_dataset(x, y, batch_size, seed), epochs=1, steps_per_epoch=int(steps),
              callbacks=extra, verbose=0)
+    if pruned_layers(copy):
+        # use_ema: fit ended by writing averages taken before the mask constraint
+        mask_moving_averages(copy.optimizer, copy)
     return copy
 
 
