@@ -503,7 +503,8 @@ class RoundCheckpoint(keras.callbacks.Callback):
             "finished": finished,
             "config": self._settings if self._settings is not None else _settings(imp, model),
             "model_variables": [v.name for v in model_vars],
-            "optimizer_variables": [v.name for v in opt_vars],
+            # without the name scope: a resumed run creates the slots under another one
+            "optimizer_variables": [_slot_name(v.name, model.optimizer) for v in opt_vars],
             "loss_scale_variables": len(scale_vars),
             "state": {
                 "round": state["round"],
@@ -633,10 +634,13 @@ class RoundModelSaver(keras.callbacks.Callback):
             raise TypeError(f"imp_callback must be an IMPCallback, got {imp_callback!r}.")
         self.imp_callback = imp_callback
         self.path = os.fspath(path)
+        self.saved_round = None  # the round whose model `path` holds (None: none saved yet)
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.imp_callback.round_ends_at(epoch) and is_chief(self.model):
-            report_lib.atomic_path(self.path, self.model.save)
+        if self.imp_callback.round_ends_at(epoch):
+            if is_chief(self.model):
+                report_lib.atomic_path(self.path, self.model.save)
+            self.saved_round = int(self.imp_callback.round)
 
 
 # -- a loss that is no longer finite -----------------------------------------------

@@ -121,6 +121,56 @@ def test_rerun_resumes_by_default_and_fresh_starts_over(tmp_path, capsys):
     capsys.readouterr()
 
 
+class _Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs, and main() does not catch it."""
+
+
+def test_a_run_killed_before_its_ticket_and_summary_writes_them_when_rerun(tmp_path, capsys,
+                                                                          monkeypatch):
+    """Killed after the last round's checkpoint (and model) were written but before
+    ticket.npz / ticket.json and the summary: the same command writes them, equal to
+    an uninterrupted run's, and does not save the model again. On the old code the
+    rerun took the checkpoint for a finished run and printed its table: no ticket
+    and no summary.json were ever written."""
+    import numpy as np
+
+    import keras_lottery as kl
+
+    argv = ONE_ROUND[:-1] + ["none"]  # --controls none: the ticket alone
+    assert main(argv + ["--out", str(tmp_path / "whole")]) == 0
+    out = tmp_path / "killed"
+
+    def killed(*args, **kwargs):
+        raise _Killed()
+
+    monkeypatch.setattr(kl, "save_ticket", killed)
+    with pytest.raises(_Killed):
+        main(argv + ["--out", str(out)])
+    monkeypatch.undo()
+    assert (out / "wrapped_model.keras").exists() and (out / "imp_report.json").exists()
+    assert not (out / "ticket.json").exists() and not (out / "summary.json").exists()
+    model_mtime = _mtime(out / "wrapped_model.keras")
+    capsys.readouterr()
+
+    assert main(argv + ["--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert " ticket  round" not in printed  # nothing trained again
+    assert _mtime(out / "wrapped_model.keras") == model_mtime
+    for name in ("summary.json", "summary.csv", "rounds.csv", "tickets.png"):
+        assert (out / name).exists(), name
+    ticket, whole = kl.load_ticket(out), kl.load_ticket(tmp_path / "whole")
+    assert sorted(ticket.masks) == sorted(whole.masks)
+    for name, mask in whole.masks.items():
+        np.testing.assert_array_equal(ticket.masks[name], mask, err_msg=name)
+    for got, want in zip(ticket.theta.values, whole.theta.values):
+        np.testing.assert_array_equal(got, want)
+
+    # killed while writing the summary (summary.json written, the plot not yet)
+    (out / "tickets.png").unlink()
+    assert main(argv + ["--out", str(out)]) == 0
+    assert (out / "tickets.png").exists() and " ticket  round" not in capsys.readouterr().out
+
+
 def test_a_ticket_stopped_mid_run_resumes_and_its_controls_match(tmp_path, capsys, monkeypatch):
     """Stopped after round 1 (its checkpoint written), the same command finishes the
     ticket from round 2 and trains the controls with the masks of all rounds: the

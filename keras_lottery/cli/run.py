@@ -48,6 +48,11 @@ RUN_FILES = ("resume", "ticket_masks", "imp_report.json", "imp_history.csv", "ti
              "rounds.csv")
 
 
+# what a finished single run has written (a rerun that finds them all trains nothing)
+FINAL_FILES = ("imp_report.json", "wrapped_model.keras", "ticket.npz", "ticket.json",
+               "summary.json", "summary.csv", "rounds.csv", "tickets.png")
+
+
 def register(subparsers):
     p = subparsers.add_parser(
         "run",
@@ -419,6 +424,7 @@ def run(args):
     import keras_lottery as kl
     from keras_lottery import experiment, report, resume
     from keras_lottery._keras import keras
+    from keras_lottery.ticket import ticket_paths
 
     started = time.perf_counter()
     imp = kl.IMP(rounds=args.rounds, prune_rate=args.prune_rate, rewind=args.rewind, scope=args.scope,
@@ -448,8 +454,10 @@ def run(args):
     todo = [k for k in kinds if not (ticket_done and experiment.run_complete(
         control_dirs[k], args.rounds, dict(config, series=k)))]
     title = f"{args.model} on {args.dataset}: IMP, rewind {args.rewind}"
-    if ticket_done and not todo and os.path.exists(os.path.join(args.out, "imp_report.json")):
-        # a finished run: its table again, nothing built or trained
+    if ticket_done and not todo and all(os.path.exists(os.path.join(args.out, name))
+                                        for name in FINAL_FILES):
+        # a finished run: its table again, nothing built or trained (a run killed while
+        # writing its ticket or summary goes on below: nothing to train, files to write)
         print_result(args, report.summarize(report.collect_runs(args.out)), started, trained=False)
         return 0
     keras.utils.set_random_seed(args.seed)
@@ -464,7 +472,8 @@ def run(args):
                               tensorboard_dir=args.tensorboard, resume_dir=resume_dir,
                               check_sparsity=args.check_sparsity)
     # the trained model of each round, saved before IMP prunes and rewinds it
-    callbacks.insert(callbacks.index(imp.callback), resume.RoundModelSaver(imp.callback, model_path))
+    saver = resume.RoundModelSaver(imp.callback, model_path)
+    callbacks.insert(callbacks.index(imp.callback), saver)
     if not any(isinstance(cb, resume.StopOnNonFiniteLoss) for cb in callbacks):
         callbacks.insert(0, resume.StopOnNonFiniteLoss(imp.callback))
     # after RoundCheckpoint (which restores a resumed run's round and masks)
@@ -486,9 +495,14 @@ def run(args):
         1, -(-len(x) // args.batch_size) // imp.chunk_steps)
     model.fit(data, steps_per_epoch=steps, epochs=epochs, validation_data=val,
               validation_freq=validation_freq, callbacks=callbacks, initial_epoch=start, verbose=0)
-    if not ticket_done or not os.path.exists(model_path):
+    # The saver wrote the last round's model as it ended: saving it again here would
+    # store other metric states than a run killed after that round stores.
+    if not os.path.exists(model_path) or (not ticket_done and saver.saved_round != args.rounds):
         report.atomic_path(model_path, model.save)
-        kl.save_ticket(os.path.join(args.out, "ticket"), model, imp, config=config)  # ticket.npz + ticket.json
+    ticket_stem = os.path.join(args.out, "ticket")
+    # a run killed after its last checkpoint, before or while writing the ticket, writes it now
+    if not ticket_done or not all(os.path.exists(p) for p in ticket_paths(ticket_stem)):
+        kl.save_ticket(ticket_stem, model, imp, config=config)  # ticket.npz + ticket.json
     if todo:
         recorder = kl.TicketRecorder(imp.callback)
         recorder.masks = experiment.load_round_masks(masks_dir, args.rounds)
