@@ -71,7 +71,17 @@ def layer_prunable_weights(layer):
     kernels, SeparableConv pointwise kernels, MultiHeadAttention's query /
     key / value / output kernels, an RNN cell's kernel and recurrent
     kernel: for reading a stripped ticket (export reports) with the same
-    count IMP's masks have. Empty for a layer IMP does not prune.
+    count IMP's masks have.
+
+    Args:
+      layer: a tf_keras layer (not a pruning wrapper).
+
+    Returns:
+      A list of variables, empty for a layer IMP does not prune.
+
+    Example:
+      >>> [w.name for w in layer_prunable_weights(plain.get_layer("mha"))]  # doctest: +SKIP
+      ['mha/query/kernel:0', 'mha/key/kernel:0', 'mha/value/kernel:0', 'mha/attention_output/kernel:0']
     """
     if isinstance(layer, tfmot.sparsity.keras.PrunableLayer):
         return list(layer.get_prunable_weights())
