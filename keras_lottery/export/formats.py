@@ -134,8 +134,8 @@ def strip(model, allow_dense=False):
     if not is_pruned(model):
         state = ("is wrapped for pruning but no round has pruned anything yet "
                  "(every mask is all ones)" if wrapped else
-                 "was never wrapped or pruned (no tfmot wrappers, and less than "
-                 f"{MIN_ZERO_FRACTION:.0%} of its prunable weights are zero)")
+                 "was never wrapped or pruned (no tfmot wrappers, and no prunable "
+                 f"weight tensor with {MIN_ZERO_FRACTION:.0%} or more zeros)")
         if not allow_dense:
             raise ValueError(
                 f"The model {model.name!r} {state}, so there is no ticket to export. "
