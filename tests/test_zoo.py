@@ -65,6 +65,9 @@ def test_keras3_mobilenet_v3_small_converts_and_prunes(zoo):
     row = zoo.run_case("MobileNetV3Small", zoo.application("MobileNetV3Small"), zoo.SHAPE,
                        "keras3", export=False)
     _check_works(row, tflite=False)
+    # its 11 converted DepthwiseConv2D kernels are pruned, not left dense
+    depthwise = [v for n, v in row["by_layer"].items() if n.endswith("depthwise_kernel")]
+    assert len(depthwise) == 11 and all(v == pytest.approx(0.5, abs=0.02) for v in depthwise)
 
 
 def test_convnext_like_global_scope_keeps_every_layer_alive(zoo, caplog):
