@@ -118,6 +118,9 @@ def _convert_object(value, where):
 # an unknown option with one of these values changes nothing.
 _IMPLICIT_DEFAULTS = {"data_format": ("channels_last",)}
 
+# Options Keras 3 renamed: layer class -> {Keras 3 name: tf_keras name}
+_RENAMED_OPTIONS = {"LeakyReLU": {"negative_slope": "alpha"}}
+
 
 def _same(a, b):
     try:
@@ -275,13 +278,26 @@ ACTIVATIONS = {
 _ACTIVATION_KEYS = ("activation", "recurrent_activation")
 
 
+_USER_FUNCTION = (
+    "{where}: {key} is {what}, your own Python function, not a built-in activation, so "
+    "it cannot be converted to tf_keras. Use a built-in activation name (known: {known}), "
+    "or build the layer with tf_keras and the same function.")
+
+
 def _convert_activation(value, key, where):
+    known = ", ".join(sorted(ACTIVATIONS))
     if isinstance(value, dict) and value.get("class_name") == "function":
-        value = value.get("config")  # Keras 3 may serialize a function as a dict
+        value = value.get("config")  # Keras 3 serializes a def'd function so
+        if isinstance(value, str) and value not in ACTIVATIONS:
+            raise ConversionError(_USER_FUNCTION.format(where=where, key=key, what=repr(value),
+                                                        known=known))
+    elif isinstance(value, dict) and set(value) == {"value"}:
+        # a lambda: Keras 3 stores its marshalled bytecode
+        raise ConversionError(_USER_FUNCTION.format(where=where, key=key, what="a lambda",
+                                                    known=known))
     if not isinstance(value, str):
         return value
     if value not in ACTIVATIONS:
-        known = ", ".join(sorted(ACTIVATIONS))
         raise ConversionError(
             f"{where}: {key}={value!r} has no tf_keras equivalent (known Keras 3 "
             f"activations: {known}). Use one of those, or build the layer with tf_keras.")
@@ -358,6 +374,9 @@ def _convert_layer(layer):
         if key in config:
             config[key] = _convert_activation(config[key], key, where)
     config = {k: _convert_object(v, where) for k, v in config.items()}
+    for keras3_key, tf_keras_key in _RENAMED_OPTIONS.get(cls_name, {}).items():
+        if keras3_key in config:
+            config[tf_keras_key] = config.pop(keras3_key)
     config = _filter_kwargs(cls, config, where, source_cls=type(layer))
     if cls_name == "MultiHeadAttention":  # tf_keras's from_config reads these
         config = _attention_config(layer, config, where)

@@ -216,3 +216,30 @@ def test_keras3_convnext_layer_scale_converts():
     x = np.random.default_rng(0).normal(size=(2, 4, 4, 6)).astype("float32")
     np.testing.assert_allclose(model(x).numpy(), np.asarray(k3(x)), rtol=1e-6, atol=1e-6)
     assert len(kl.pruned_layers(kl.IMP(rounds=1, prune_rate=0.5).wrap(k3))) == 1
+
+
+def test_keras3_leaky_relu_negative_slope_becomes_tf_keras_alpha():
+    # fails on the old code: "option negative_slope=0.2 has no tf_keras
+    # equivalent in LeakyReLU" (Keras 3 renamed tf_keras's alpha)
+    k3 = keras3.Sequential([keras3.Input((5,)), keras3.layers.Dense(4, name="d"),
+                            keras3.layers.LeakyReLU(negative_slope=0.2, name="leaky")])
+    model = to_tf_keras(k3)
+    assert model.get_layer("leaky").get_config()["alpha"] == pytest.approx(0.2)
+    x = np.random.default_rng(0).normal(size=(6, 5)).astype("float32") * 3
+    np.testing.assert_allclose(model(x).numpy(), np.asarray(k3(x)), rtol=1e-6, atol=1e-6)
+
+
+def test_keras3_activation_of_your_own_is_named_as_user_code():
+    # the lambda failed deep in tf_keras's from_config ("could not rebuild it
+    # from its config (TypeError: Error when deserializing class 'Dense' ...")
+    def doubled(t):
+        return 2 * t
+
+    for activation, shown in ((lambda t: 2 * t, "a lambda"), (doubled, "'doubled'")):
+        k3 = keras3.Sequential([keras3.Input((5,)), keras3.layers.Dense(4, activation=activation,
+                                                                        name="mine")])
+        with pytest.raises(ConversionError) as err:
+            to_tf_keras(k3)
+        message = str(err.value)
+        assert "Layer 'mine' (Dense)" in message and shown in message
+        assert "your own Python function" in message and "not a built-in activation" in message
