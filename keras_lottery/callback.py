@@ -411,10 +411,22 @@ class IMPCallback(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if not self._checked_fresh_masks:
             self._checked_fresh_masks = True
+            self._refuse_late_start(epoch)
             self._refuse_pruned_start()
         self._epoch_start_steps = self._round_steps
         if self._checking() and self._tracker.checks == 0 and self._round_steps == 0:
             self._check_convergence()  # the mask at the round's step 0
+
+    def _refuse_late_start(self, epoch):
+        """A new run (nothing resumed) must start at fit epoch 0."""
+        if self.round != 0 or self.history or epoch == 0:
+            return
+        raise ValueError(
+            f"fit starts at epoch {epoch} (initial_epoch={epoch}), but nothing was resumed, "
+            "so this IMP run starts at round 0: its rounds would end at the wrong epochs "
+            "and the last ones would not run. Pass initial_epoch=0 (the default) for a new "
+            "run; to continue an interrupted one, use imp.callbacks(resume_dir=...) and "
+            "fit(..., initial_epoch=imp.initial_epoch()).")
 
     def _refuse_pruned_start(self):
         """A new run (nothing resumed) must start from a dense model."""

@@ -43,7 +43,7 @@ class SparsityGuard(keras.callbacks.Callback):
     and any checkpoint would see.
 
     Cost: one host copy of every prunable kernel and mask per checked batch
-    (see docs/concepts/guard.md for measured figures); `every=1` is for tests
+    (see docs/concepts/exactness.md for measured figures); `every=1` is for tests
     and debugging, `every=100` is cheap enough to leave on.
 
     Args:

@@ -268,6 +268,20 @@ def test_more_epochs_than_the_rounds_need_are_refused(tiny_data_module):
     assert int(model.optimizer.iterations.numpy()) == 0
 
 
+def test_a_new_run_started_at_a_later_epoch_is_refused(tiny_data_module):
+    """initial_epoch > 0 without a resumed state: round 0 would end after its
+    first epoch, rows would report epochs never trained, the last round not run."""
+    (x, y), _, _ = tiny_data_module
+    imp = kl.IMP(rounds=1, prune_rate=0.5)
+    model = compile_model(imp.wrap(small_mlp(0)))
+    epochs = imp.epochs(per_round=2)
+    with pytest.raises(ValueError, match="initial_epoch=0"):
+        model.fit(x, y, batch_size=BATCH, epochs=epochs, initial_epoch=1,
+                  callbacks=imp.callbacks(verbose=0), verbose=0)
+    assert imp.history == []
+    assert int(model.optimizer.iterations.numpy()) == 0
+
+
 def test_fit_without_the_imp_callbacks_is_a_clear_error(tiny_data_module):
     (x, y), _, _ = tiny_data_module
     imp = kl.IMP(rounds=1, prune_rate=0.5)

@@ -314,3 +314,20 @@ def test_retrained_ticket_and_stability_copy_stay_exact(kind, opt_name, path):
         mask = w.mask.numpy()
         assert mask.mean() < 1.0
         assert np.all(w.weight.numpy()[mask == 0] == 0), f"{w.name} non-zero after fit"
+
+
+def test_legacy_optimizer_embedding_without_the_lean_forward_pass_is_refused():
+    """With `IMPCallback.bypass_wrapper_ops = False` nothing gives the table a
+    dense gradient, and a legacy optimizer refuses the mask constraint on a
+    sparse update: refused before the first step, naming the alternatives."""
+    imp = kl.IMP(rounds=1, prune_rate=0.5)
+    model = imp.wrap(_model("embedding", "dense", seed=0))
+    model.compile(OPTIMIZERS["legacy_adam"](),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = _data("embedding")
+    epochs = imp.epochs(per_round=1)
+    callbacks = imp.callbacks(verbose=0)
+    imp.callback.bypass_wrapper_ops = False
+    with pytest.raises(ValueError, match="bypass_wrapper_ops True"):
+        model.fit(x, y, batch_size=BATCH, epochs=epochs, callbacks=callbacks, verbose=0)
+    assert int(model.optimizer.iterations.numpy()) == 0
