@@ -79,6 +79,8 @@ def _allowed_kwargs(cls):
     names = _init_params(cls)
     if issubclass(cls, keras.layers.Layer):
         names |= _BASE_LAYER_KWARGS
+    if issubclass(cls, keras.layers.RNN):
+        names |= {"zero_output_for_mask"}  # read from **kwargs (Bidirectional sets it)
     return names
 
 
@@ -345,14 +347,23 @@ def _convert_application_layer(layer, cls, where):
                               f"({type(err).__name__}: {err}).") from err
 
 
-def _convert_layer(layer):
-    """A new tf_keras layer equivalent to the Keras 3 `layer` (weights not yet copied)."""
+def _layer_config(layer, cls, config, where):
+    """A Keras 3 layer's config as tf_keras's `cls` takes it: activations mapped,
+    objects converted, renamed options renamed, Keras-3-only defaults dropped."""
+    for key in _ACTIVATION_KEYS:
+        if key in config:
+            config[key] = _convert_activation(config[key], key, where)
+    config = {k: _convert_object(v, where) for k, v in config.items()}
+    for keras3_key, tf_keras_key in _RENAMED_OPTIONS.get(type(layer).__name__, {}).items():
+        if keras3_key in config:
+            config[tf_keras_key] = config.pop(keras3_key)
+    return _filter_kwargs(cls, config, where, source_cls=type(layer))
+
+
+def _tf_keras_class(layer, where):
+    """The tf_keras class of a built-in Keras 3 `layer`, or a ConversionError naming it."""
     cls_name = type(layer).__name__
-    where = f"Layer {layer.name!r} ({cls_name})"
     module = type(layer).__module__ or ""
-    application_layer = _APPLICATION_LAYERS.get((module, cls_name))
-    if application_layer is not None:
-        return _convert_application_layer(layer, application_layer(), where)
     if not module.startswith("keras.src.layers") and not module.startswith("keras.layers"):
         raise ConversionError(
             f"{where} from `{module}` is not a built-in Keras layer, so it cannot be "
@@ -369,15 +380,29 @@ def _convert_layer(layer):
         raise ConversionError(
             f"{where} has no tf_keras counterpart (tf_keras.layers.{cls_name} does not "
             "exist). Replace it with layers tf_keras has, or build the model with tf_keras.")
-    config = layer.get_config()
-    for key in _ACTIVATION_KEYS:
-        if key in config:
-            config[key] = _convert_activation(config[key], key, where)
-    config = {k: _convert_object(v, where) for k, v in config.items()}
-    for keras3_key, tf_keras_key in _RENAMED_OPTIONS.get(cls_name, {}).items():
-        if keras3_key in config:
-            config[tf_keras_key] = config.pop(keras3_key)
-    config = _filter_kwargs(cls, config, where, source_cls=type(layer))
+    return cls
+
+
+def _convert_layer(layer):
+    """A new tf_keras layer equivalent to the Keras 3 `layer` (weights not yet copied)."""
+    cls_name = type(layer).__name__
+    where = f"Layer {layer.name!r} ({cls_name})"
+    module = type(layer).__module__ or ""
+    application_layer = _APPLICATION_LAYERS.get((module, cls_name))
+    if application_layer is not None:
+        return _convert_application_layer(layer, application_layer(), where)
+    cls = _tf_keras_class(layer, where)
+    config = _layer_config(layer, cls, layer.get_config(), where)
+    # a wrapper's inner layer(s) (TimeDistributed, Bidirectional) are checked and
+    # converted as layers too: their configs went on as they were, Keras-3-only
+    # options and activation names included
+    for key, inner in (("layer", getattr(layer, "layer", None)),
+                       ("backward_layer", getattr(layer, "backward_layer", None))):
+        spec = config.get(key)
+        if isinstance(spec, dict) and isinstance(spec.get("config"), dict) and inner is not None:
+            inner_where = f"Layer {inner.name!r} ({type(inner).__name__}) inside {where}"
+            inner_cls = _tf_keras_class(inner, inner_where)
+            spec["config"] = _layer_config(inner, inner_cls, inner.get_config(), inner_where)
     if cls_name == "MultiHeadAttention":  # tf_keras's from_config reads these
         config = _attention_config(layer, config, where)
     try:

@@ -243,3 +243,24 @@ def test_keras3_activation_of_your_own_is_named_as_user_code():
         message = str(err.value)
         assert "Layer 'mine' (Dense)" in message and shown in message
         assert "your own Python function" in message and "not a built-in activation" in message
+
+
+def test_keras3_wrapper_layers_convert_their_inner_layer_like_any_layer():
+    # fails on the old code: TimeDistributed(Dense) died in tf_keras's
+    # from_config ("Keyword argument not understood: 'quantization_config'"),
+    # its inner config was passed through without the per-layer conversion
+    keras3.utils.set_random_seed(6)
+    inputs = keras3.Input((5, 3))
+    x = keras3.layers.TimeDistributed(keras3.layers.Dense(4, activation="hard_silu"), name="td")(inputs)
+    x = keras3.layers.Bidirectional(keras3.layers.LSTM(3, return_sequences=True), name="bi")(x)
+    x = keras3.layers.TimeDistributed(keras3.layers.LeakyReLU(negative_slope=0.1), name="td_leaky")(x)
+    k3 = keras3.Model(inputs, keras3.layers.Dense(2, name="head")(keras3.layers.Flatten()(x)))
+    model = to_tf_keras(k3)
+    x = np.random.default_rng(0).normal(size=(4, 5, 3)).astype("float32") * 3
+    np.testing.assert_allclose(model(x).numpy(), np.asarray(k3(x)), rtol=1e-5, atol=1e-6)
+    assert kl.pruned_layers(kl.IMP(rounds=1, prune_rate=0.5).wrap(k3))  # head (at least)
+    # user code inside a wrapper gets the same refusal as at top level (was a KeyError)
+    k3 = keras3.Sequential([keras3.Input((5, 3)), keras3.layers.TimeDistributed(
+        keras3.layers.Lambda(lambda t: 2 * t, name="twice"), name="td")])
+    with pytest.raises(ConversionError, match=r"'twice' \(Lambda\) inside Layer 'td'.*not a built-in"):
+        to_tf_keras(k3)
