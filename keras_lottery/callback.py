@@ -28,7 +28,7 @@ from keras_lottery.rewind import (
     reset_optimizer,
 )
 from keras_lottery.schedule import IMPSchedule, parse_rewind
-from keras_lottery.wrap import bypass_wrapper_ops, pruned_layers, require_imp_callbacks
+from keras_lottery.wrap import bypass_wrapper_ops, output_layers, pruned_layers, require_imp_callbacks
 
 __all__ = ["IMPCallback", "RoundResult", "enforce_masks"]
 
@@ -191,7 +191,12 @@ class IMPCallback(keras.callbacks.Callback):
       converge_every, converge_tol, converge_patience: the check interval in
         steps, the tolerance and the patience (`ConvergenceCriterion`;
         None: the defaults); only with `round_end="converged"`.
-      block_exempt: names of layers left unstructured under `block`.
+      block_exempt: names of layers left unstructured under `block`, or a
+        function of the model being fit returning them (resolved when fit
+        begins).
+      output_layer_rate: optional per-round rate for every pruned layer
+        feeding an output of the model being fit (`wrap.output_layers`,
+        found when fit begins); an explicit `layer_rates` entry wins.
 
     Learning-rate rewinding (`rewind="lr"`, Renda et al., 2020): at a
     round's end the new masks are computed as usual, but the survivors keep
@@ -228,7 +233,7 @@ class IMPCallback(keras.callbacks.Callback):
                  run_config=None, eval_every=None, validation_data=None,
                  layer_floor=masks_lib.LAYER_FLOOR, block=None, block_score="l2",
                  round_end="epochs", converge_every=None, converge_tol=None,
-                 converge_patience=None, block_exempt=()):
+                 converge_patience=None, block_exempt=(), output_layer_rate=None):
         super().__init__()
         # The batch hook never reads `logs`: let Keras pass them as tensors
         # instead of copying them to NumPy (a host sync) after every step.
@@ -257,7 +262,9 @@ class IMPCallback(keras.callbacks.Callback):
         self.layer_rates = dict(layer_rates or {})
         self.block = blocks_lib.parse_block(block)
         self.block_score = blocks_lib.check_block_score(block_score)
-        self.block_exempt = sorted(block_exempt or ())
+        self._block_exempt_for = block_exempt if callable(block_exempt) else None
+        self.block_exempt = [] if callable(block_exempt) else sorted(block_exempt or ())
+        self.output_layer_rate = output_layer_rate
         from keras_lottery.data import check_labelled
 
         check_labelled(test_data, "test_data")
@@ -331,6 +338,12 @@ class IMPCallback(keras.callbacks.Callback):
                 "imp.callbacks() for a new run; to continue an interrupted run, "
                 "use imp.callbacks(resume_dir=...) and fit(..., "
                 "initial_epoch=imp.initial_epoch()).")
+        # from the model actually fit: one IMP may have wrapped several models
+        if self._block_exempt_for is not None:
+            self.block_exempt = sorted(self._block_exempt_for(self.model))
+        if self.output_layer_rate is not None:
+            for wrapper in output_layers(self.model):
+                self.layer_rates.setdefault(wrapper.layer.name, self.output_layer_rate)
         layers = {w.layer_name for w in masks_lib.prunable_weights(self.model)}
         unknown = set(self.layer_rates) - layers
         if unknown:

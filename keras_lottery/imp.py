@@ -111,7 +111,6 @@ class IMP:
         self.block_layers = blocks_lib.check_block_layers(block_layers)
         self.epochs_per_round = None
         self._callback = None
-        self._model = None
 
     @property
     def rounds(self):
@@ -140,7 +139,6 @@ class IMP:
             raise ValueError(f"layer_rates names layers that are not pruned: "
                              f"{sorted(unknown)}; prunable layers: {names}.")
         require_imp_callbacks(wrapped)
-        self._model = wrapped
         return wrapped
 
     def rates_for(self, model):
@@ -151,7 +149,8 @@ class IMP:
         one per head of a multi-output model, found from the layer graph,
         not from the order of `model.layers`. An explicit `layer_rates`
         entry wins. `IMP` itself is not changed, so one `IMP` can wrap
-        several models.
+        several models; `callbacks()` resolves the rates (and `block_layers`)
+        for the model being fit, when its `fit` begins.
 
         Args:
           model: a model wrapped by `wrap`.
@@ -289,8 +288,10 @@ class IMP:
             layer_floor=self.layer_floor, block=self.block, block_score=self.block_score,
             round_end=self.round_end,
             **({} if self.convergence is None else self.convergence.get_config()),
-            block_exempt=self.block_exempt_for(self._model) if self._model is not None else (),
-            layer_rates=self.rates_for(self._model) if self._model is not None else self.layer_rates,
+            # resolved for the model fit, when fit begins: this IMP may have
+            # wrapped other models since
+            block_exempt=self.block_exempt_for, layer_rates=self.layer_rates,
+            output_layer_rate=self.output_layer_rate,
             test_data=test_data, report_dir=report_dir,
             verbose=verbose, run_config=run_config, eval_every=eval_every,
             validation_data=validation_data)

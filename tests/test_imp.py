@@ -95,6 +95,27 @@ def test_output_layer_rate_reaches_the_callback_and_the_masks(tiny_data):
     assert remaining["trunk/kernel"] == pytest.approx(0.5, abs=0.01)
 
 
+def test_callbacks_take_the_output_layers_of_the_model_being_fit(tiny_data):
+    """One IMP wraps two models before fitting the first: the callbacks resolve
+    output_layer_rate and block_layers="hidden" for the model fit, not for the
+    model wrapped last (they named its head and refused the fit)."""
+    (x, y), _, _ = tiny_data
+    imp = kl.IMP(rounds=1, prune_rate=0.5, output_layer_rate=0.1, block=(2, 1),
+                 block_layers="hidden")
+    first = imp.wrap(_two_headed())
+    imp.wrap(_nested())
+    first.compile("sgd", [keras.losses.MeanSquaredError()] * 2)
+    epochs = imp.epochs(per_round=1)
+    xs = x[:, :8]
+    first.fit(xs, [np.zeros((len(xs), 2)), np.zeros((len(xs), 3))], epochs=epochs,
+              batch_size=60, callbacks=imp.callbacks(verbose=0), verbose=0)
+    assert imp.callback.layer_rates == {"head_a": 0.1, "head_b": 0.1}
+    assert imp.callback.block_exempt == ["head_a", "head_b"]
+    remaining = kl.sparsity_by_layer(first)
+    assert remaining["head_a/kernel"] == pytest.approx(0.9, abs=0.05)
+    assert remaining["trunk/kernel"] == pytest.approx(0.5, abs=0.01)
+
+
 def test_config_round_trips():
     imp = kl.IMP(rounds=4, prune_rate=0.25, rewind="2ep", scope="global", layer_rates={"fc1": 0.1})
     again = kl.IMP.from_config(imp.get_config())
