@@ -621,9 +621,13 @@ def to_tf_keras(model, check=True, atol=1e-5, rtol=1e-4):
         logger.info("Converted Keras 3 model %r to tf_keras (%d layers, weights copied; "
                     "outputs not checked).", model.name, n_layers)
         return converted
+    import tensorflow as tf
+
     samples = _sample_inputs(model)
     feed = samples[0] if len(samples) == 1 else samples
-    import tensorflow as tf
+    struct = getattr(model, "_inputs_struct", None)
+    if isinstance(struct, dict):  # a model of dict inputs takes them keyed by name
+        feed = tf.nest.pack_sequence_as(struct, samples)
 
     expected = [np.asarray(t) for t in tf.nest.flatten(model(feed, training=False))]
     got = [np.asarray(t) for t in tf.nest.flatten(converted(feed, training=False))]

@@ -264,3 +264,20 @@ def test_keras3_wrapper_layers_convert_their_inner_layer_like_any_layer():
         keras3.layers.Lambda(lambda t: 2 * t, name="twice"), name="td")])
     with pytest.raises(ConversionError, match=r"'twice' \(Lambda\) inside Layer 'td'.*not a built-in"):
         to_tf_keras(k3)
+
+
+def test_keras3_model_of_dict_inputs_converts():
+    # fails on the old code: the output check fed the inputs as a list, which a
+    # Keras 3 model of dict inputs refuses ("The structure of `inputs` doesn't
+    # match the expected structure")
+    keras3.utils.set_random_seed(7)
+    a = keras3.Input((4,), name="zz_in")
+    b = keras3.Input((3,), name="aa_in", dtype="int32")
+    h = keras3.layers.Concatenate()([keras3.layers.Dense(5)(a),
+                                     keras3.layers.Flatten()(keras3.layers.Embedding(10, 2)(b))])
+    k3 = keras3.Model({"zz_in": a, "aa_in": b}, keras3.layers.Dense(2, name="head")(h))
+    model = to_tf_keras(k3)
+    rng = np.random.default_rng(1)
+    x = {"zz_in": rng.normal(size=(3, 4)).astype("float32"),
+         "aa_in": rng.integers(0, 10, (3, 3)).astype("int32")}
+    np.testing.assert_allclose(model(x).numpy(), np.asarray(k3(x)), rtol=1e-6, atol=1e-6)
