@@ -81,6 +81,9 @@ def _body(kind):
     if kind == "lstm":
         inp = keras.Input((5, 3))
         return inp, L.LSTM(6)(inp)
+    if kind == "gru":
+        inp = keras.Input((5, 3))
+        return inp, L.GRU(6)(inp)
     raise ValueError(kind)
 
 
@@ -98,7 +101,7 @@ def _model(kind, head, seed):
 def _data(kind, n=BATCH * STEPS):
     rng = np.random.default_rng(0)
     shape = {"dense": (8,), "conv2d": (6, 6, 2), "conv1d": (8, 2), "separable": (6, 6, 2),
-             "depthwise": (6, 6, 2), "lstm": (5, 3)}
+             "depthwise": (6, 6, 2), "lstm": (5, 3), "gru": (5, 3)}
     if kind == "embedding":
         x = rng.integers(0, 20, size=(n, 6)).astype("int32")
     else:
@@ -226,6 +229,8 @@ CASES = [
     ("lstm", "legacy_adadelta", "mixed_float16", "dense"),
     ("lstm", "legacy_adamax", "float32", "activation"),
     ("embedding", "adam_ema", "mixed_bfloat16", "dense"),
+    ("gru", "nadam", "mixed_float16", "dense"),
+    ("gru", "legacy_ftrl", "mixed_bfloat16", "activation"),
 ]
 
 
