@@ -131,6 +131,29 @@ def test_plain_ticket_with_a_large_dense_table_still_counts_as_pruned():
     assert not export.formats.is_pruned(model)
 
 
+def test_mixed_precision_model_exports_to_tflite_in_float32():
+    """A model trained under mixed_float16 computes in float16, which TFLite's builtin
+    ops lack; it is converted with float32 compute (its variables are float32)."""
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(5)
+        inputs = keras.Input((8,), name="x")
+        h = keras.layers.Dense(6, activation="relu", name="hidden")(inputs)
+        model = keras.Model(inputs, keras.layers.Dense(3, dtype="float32", name="logits")(h))
+        wrapped = kl.IMP(rounds=1, prune_rate=0.5).wrap(model)
+        entries = kl.masks.prunable_weights(wrapped)
+        kl.masks.write_masks(wrapped, kl.compute_masks(
+            {w.name: w.weight.numpy() for w in entries},
+            {w.name: np.ones(w.weight.shape) for w in entries}, 1, 0.5))
+        x = np.random.default_rng(5).normal(size=(16, 8)).astype("float32")
+        keras_logits = export.strip(wrapped).predict(x, verbose=0)
+        lite = export.TFLiteModel(export.tflite(wrapped, sparse=True))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    # float16 compute in Keras against float32 in TFLite
+    np.testing.assert_allclose(lite.predict(x), keras_logits, rtol=0, atol=5e-3 * np.abs(keras_logits).max())
+
+
 # -- several inputs and outputs ---------------------------------------------------------
 
 

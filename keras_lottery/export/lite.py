@@ -265,6 +265,33 @@ def unrolled(plain):
     return copy
 
 
+def float32_compute(plain):
+    """`plain`, or a copy computing in float32 if any layer computes in float16 / bfloat16.
+
+    A model built under a mixed precision policy keeps its variables in float32
+    but computes in 16 bits; TFLite's builtin ops have no float16 MatMul,
+    BiasAdd, ... (the converter refused every layer). The copy has the same
+    layers and weights with a float32 policy each.
+    """
+    def mixed(layer):
+        return getattr(layer, "compute_dtype", "float32") in ("float16", "bfloat16")
+
+    if not any(mixed(l) for l in _iter_layers(plain)):
+        return plain
+
+    def clone(layer):
+        if isinstance(layer, keras.Model):
+            return keras.models.clone_model(layer, clone_function=clone)
+        config = layer.get_config()
+        if "dtype" in config:
+            config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(plain, clone_function=clone)
+    copy.set_weights(plain.get_weights())
+    return copy
+
+
 # -- conversion errors -----------------------------------------------------------------
 
 
@@ -515,7 +542,7 @@ def convert(plain, path, sparse, int8, calibration, per_channel=None, unroll=Fal
     `allow_ragged_blocks=False` refuses a sparse file with ragged native blocks
     (see `tflite`); the comparison report keeps them and flags them instead.
     """
-    source = unrolled(plain) if unroll else plain
+    source = float32_compute(unrolled(plain) if unroll else plain)
     if batch_size is None:
         converter = tf.lite.TFLiteConverter.from_keras_model(source)
     else:  # the serving signature, with the batch fixed and the Keras names kept
