@@ -233,7 +233,8 @@ def format_table(rows, columns=TABLE_COLUMNS):
     """The per-round table as text, one line per round.
 
     Args:
-      rows: list of dicts (e.g. `RoundResult.to_dict()`).
+      rows: list of dicts (e.g. `RoundResult.to_dict()`) or of `RoundResult`s
+        (`imp.history` as it is).
       columns: (key, header, format) triples.
 
     Returns:
@@ -241,6 +242,8 @@ def format_table(rows, columns=TABLE_COLUMNS):
     """
     cells = [[header for _, header, _ in columns]]
     for row in rows:
+        if hasattr(row, "to_dict"):
+            row = row.to_dict()
         cells.append([_cell(fmt, row.get(key)) for key, _, fmt in columns])
     # Fixed minimum widths keep rows printed one at a time aligned.
     widths = [max(max(len(line[i]) for line in cells), 9) for i in range(len(columns))]

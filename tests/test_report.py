@@ -212,3 +212,15 @@ def test_format_comparison_shows_ticket_controls_and_gaps():
     assert "mean ± std over 2 seeds" in text[-1]
     with pytest.raises(ValueError, match="no 'ticket' series"):
         report.format_comparison({"reinit": summary["reinit"]})
+
+
+def test_format_table_takes_imp_history_as_it_is():
+    # fails on the old code: AttributeError 'RoundResult' object has no attribute 'get'
+    # (format_table(imp.history) is the first thing one tries)
+    history = [RoundResult(round=r, weights_remaining=w, weights_remaining_by_layer={"fc/kernel": w},
+                           epochs=1, steps=10, all_weights_remaining=a)
+               for r, w, a in ((0, 1.0, 1.0), (1, 0.5, 0.5222))]
+    text = report.format_table(history)
+    assert text == report.format_table([r.to_dict() for r in history])
+    header, _, _, last = text.splitlines()
+    assert "% all params" in header and "50.0%" in last and "52.2%" in last
