@@ -5,6 +5,7 @@ interrupted never leaves a half-written report behind.
 """
 
 import csv
+import errno
 import io
 import json
 import os
@@ -13,6 +14,7 @@ import shutil
 import tempfile
 
 __all__ = [
+    "DiskFullError",
     "atomic_path",
     "atomic_write",
     "remove_stale_temporaries",
@@ -64,12 +66,60 @@ def shared_mode(mode=0o666):
     return mode & ~_UMASK
 
 
+class DiskFullError(OSError):
+    """A file could not be written: the disk (or the user's quota) is full.
+
+    Raised by `atomic_path` (and so by every report, checkpoint and model
+    write) in place of the writer's own error (`OSError` from `write`,
+    zipfile or h5py, TensorFlow's `ResourceExhaustedError`), naming the
+    file; `errno` is ENOSPC and `filename` the file. Nothing was left
+    half-written: the file keeps its previous content, if any.
+    """
+
+    def __str__(self):  # the message, not OSError's "[Errno 28] None: 'path'"
+        return str(self.args[0]) if self.args else super().__str__()
+
+
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _is_disk_full(err):
+    return (getattr(err, "errno", None) in _DISK_FULL_ERRNOS
+            or "No space left on device" in str(err) or "Disk quota exceeded" in str(err))
+
+
+def _disk_full_error(err, path):
+    error = DiskFullError(
+        f"The disk is full: {path} could not be written ({type(err).__name__}: "
+        f"{str(err).splitlines()[0] if str(err) else 'no space left'}). Nothing was left "
+        "half-written (the file keeps its previous content, if any): free some space, or "
+        "write somewhere else, and run the command again (`keras-lottery run` continues "
+        "from its last finished round).")
+    error.errno, error.filename = errno.ENOSPC, path
+    return error
+
+
+def _flush_to_disk(path):
+    """fsync of a file, or of a folder's entries (where the OS allows it)."""
+    if os.path.isdir(path) and os.name != "posix":
+        return  # Windows cannot open folders
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        if err.errno not in (errno.EINVAL, errno.EBADF):  # a file system without fsync
+            raise
+    finally:
+        os.close(fd)
+
+
 def atomic_path(path, write):
     """Calls `write(tmp)` on a fresh temporary path beside `path`, then renames it to `path`.
 
     The temporary path does not exist yet (writers such as `model.save` or
     `fig.savefig` create it) and ends with `path`'s own name, extension
-    included. On any error the temporary file or folder is removed and
+    included. The file is flushed to disk (fsync) before it is renamed, and
+    the folder after. On any error the temporary file or folder is removed and
     `path` is left as it was.
 
     Args:
@@ -78,6 +128,10 @@ def atomic_path(path, write):
 
     Returns:
       `path`.
+
+    Raises:
+      DiskFullError: (an OSError) if the disk or quota is full, naming `path`;
+        any other error of `write` as it is.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -88,7 +142,13 @@ def atomic_path(path, write):
     try:
         write(tmp)
         os.chmod(tmp, shared_mode())
+        _flush_to_disk(tmp)  # the data reaches the disk before the name does
         os.replace(tmp, path)
+        _flush_to_disk(folder)
+    except Exception as err:
+        if isinstance(err, DiskFullError) or not _is_disk_full(err):
+            raise
+        raise _disk_full_error(err, path) from err
     finally:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp, ignore_errors=True)

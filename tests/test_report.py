@@ -170,10 +170,21 @@ def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path):
             f.write(b"round 1's mo")
         raise OSError(28, "No space left on device")
 
-    with pytest.raises(OSError, match="No space left"):
+    # a full disk is named: the file, and what to do (on the old code: the bare
+    # "[Errno 28] No space left on device", without the file)
+    with pytest.raises(report.DiskFullError, match=r"The disk is full: .*wrapped_model\.keras "
+                       r"could not be written \(OSError: .*No space left.*free some space") as info:
         report.atomic_path(str(target), half_then_fail)
+    assert info.value.errno == 28 and info.value.filename == str(target)
     assert target.read_bytes() == b"round 0's model"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["wrapped_model.keras"]
+
+    def other_error(tmp):
+        raise OSError(13, "Permission denied")
+
+    with pytest.raises(OSError, match="Permission denied") as info:  # passed on as it is
+        report.atomic_path(str(target), other_error)
+    assert not isinstance(info.value, report.DiskFullError)
 
 
 def test_read_json_names_a_truncated_file(tmp_path):

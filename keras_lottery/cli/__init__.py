@@ -12,6 +12,7 @@ is kept.
 """
 
 import argparse
+import errno
 import importlib
 import logging
 import os
@@ -127,6 +128,11 @@ def main(argv=None):
         return int(args.func(args) or 0)
     # bad input and a diverged run (NaN loss) end with a message, not a traceback
     except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as err:
+        print(f"keras-lottery {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full disk (report.DiskFullError names the file)
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
         print(f"keras-lottery {args.command}: error: {err}", file=sys.stderr)
         return 2
 
