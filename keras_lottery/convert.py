@@ -396,8 +396,8 @@ def _convert_layer(layer):
     # a wrapper's inner layer(s) (TimeDistributed, Bidirectional) are checked and
     # converted as layers too: their configs went on as they were, Keras-3-only
     # options and activation names included
-    for key, inner in (("layer", getattr(layer, "layer", None)),
-                       ("backward_layer", getattr(layer, "backward_layer", None))):
+    forward = getattr(layer, "layer", None) or getattr(layer, "forward_layer", None)
+    for key, inner in (("layer", forward), ("backward_layer", getattr(layer, "backward_layer", None))):
         spec = config.get(key)
         if isinstance(spec, dict) and isinstance(spec.get("config"), dict) and inner is not None:
             inner_where = f"Layer {inner.name!r} ({type(inner).__name__}) inside {where}"

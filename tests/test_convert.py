@@ -252,7 +252,8 @@ def test_keras3_wrapper_layers_convert_their_inner_layer_like_any_layer():
     keras3.utils.set_random_seed(6)
     inputs = keras3.Input((5, 3))
     x = keras3.layers.TimeDistributed(keras3.layers.Dense(4, activation="hard_silu"), name="td")(inputs)
-    x = keras3.layers.Bidirectional(keras3.layers.LSTM(3, return_sequences=True), name="bi")(x)
+    x = keras3.layers.Bidirectional(keras3.layers.LSTM(3, activation="hard_silu",
+                                                      return_sequences=True), name="bi")(x)
     x = keras3.layers.TimeDistributed(keras3.layers.LeakyReLU(negative_slope=0.1), name="td_leaky")(x)
     k3 = keras3.Model(inputs, keras3.layers.Dense(2, name="head")(keras3.layers.Flatten()(x)))
     model = to_tf_keras(k3)
