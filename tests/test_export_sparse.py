@@ -141,6 +141,32 @@ def test_cli_tflite_export_says_what_each_layer_became(tickets, tmp_path, capsys
             assert f"  {layer}: FULLY_CONNECTED float32, {expected}" in printed, printed
 
 
+def test_int8_blocks_the_converter_chose_on_an_unstructured_ticket_are_refused(bench, tmp_path):
+    """An unstructured ticket with 6 inputs: for int8 the converter stores fc1 in 1x16 blocks
+    of its own, ragged on a 6-wide row (0.42 off the int8 dense file when written anyway, on
+    ai-edge-litert 2.3). Re-pruning in blocks cannot help, so the error says what does."""
+    from keras_lottery._keras import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6,))
+    h = keras.layers.Dense(64, activation="relu", name="fc1")(inputs)
+    ticket = bench.pruned_copy(keras.Model(inputs, keras.layers.Dense(10, name="output")(h)), 0.9)
+    sample = np.random.default_rng(0).normal(size=(32, 6)).astype("float32")
+    target = tmp_path / "int8.tflite"
+    with pytest.raises(export.TFLiteConversionError,
+                       match=r"fc1 \(filter \[64, 6\], block 1x16\).*chose these blocks itself"
+                             r".*int8 without sparse=True.*sparse without int8") as error:
+        export.tflite(ticket, str(target), sparse=True, int8=True, representative_data=sample)
+    assert "kl.IMP(block=" not in str(error.value)
+    assert not target.exists()
+    # both ways out work: the float sparse file stores no ragged blocks and matches Keras
+    lite = export.TFLiteModel(export.tflite(ticket, sparse=True))
+    assert not any(r["ragged_block"] for r in export.kernel_ops(lite.content, ticket))
+    np.testing.assert_allclose(lite.predict(sample), ticket.predict(sample, verbose=0), atol=1e-5)
+    export.tflite(ticket, str(target), int8=True, representative_data=sample)
+    assert target.exists()
+
+
 def test_ragged_blocks_are_flagged_and_refused(bench, tmp_path):
     """786 -> 302 -> 102 -> 10: no input size is a multiple of 4, so every 1x4 block row ends
     in a partial block; on ai-edge-litert 2.3 those files were off from Keras by 0.16."""

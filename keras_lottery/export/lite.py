@@ -505,19 +505,34 @@ def tflite(model, path=None, sparse=False, int8=False, representative_data=None,
 
 
 def _refuse_ragged_blocks(content, plain):
-    """Raises if the converter stored a kernel as native blocks that do not tile it."""
+    """Raises if the converter stored a kernel as native blocks that do not tile it.
+
+    The advice depends on who chose the block: for a float file the
+    converter keeps the blocks the ticket was pruned in, while for an int8
+    file it also tries 1x16 blocks of its own, so an unstructured ticket
+    with narrow or mostly empty rows can get them and re-pruning in blocks
+    is no fix.
+    """
     from keras_lottery.export.sparse_ops import kernel_ops
 
     ragged = [r for r in kernel_ops(content, plain) if r["ragged_block"]]
-    if ragged:
-        names = ", ".join(f"{r['layer'] or r['op']} (filter {r['filter_shape']}, block {r['block']})"
-                          for r in ragged)
-        raise TFLiteConversionError(
-            f"The sparse TFLite file stores {names} as native sparse blocks whose blocked "
-            "axis is not a multiple of the block; TFLite's block-sparse kernels compute "
-            "such layers wrongly. Prune with a block that divides the layer's input size "
-            "(kl.IMP(block=...), or block_layers= to leave that layer unstructured), export "
-            "without sparse=True (--sparse), or pass allow_ragged_blocks=True to write it anyway.")
+    if not ragged:
+        return
+    names = ", ".join(f"{r['layer'] or r['op']} (filter {r['filter_shape']}, block {r['block']})"
+                      for r in ragged)
+    message = (f"The sparse TFLite file stores {names} as native sparse blocks whose blocked "
+               "axis is not a multiple of the block; TFLite's block-sparse kernels compute "
+               "such layers wrongly. ")
+    if any(r["dtype"] == "int8" for r in ragged):
+        message += ("The converter chose these blocks itself (it tries 1x16 blocks on int8 "
+                    "kernels, whether or not the ticket was pruned in blocks): export int8 without "
+                    "sparse=True (--sparse), or sparse without int8")
+    else:
+        message += ("Prune with a block that divides the layer's input size "
+                    "(kl.IMP(block=...), or block_layers= to leave that layer unstructured), "
+                    "or export without sparse=True (--sparse)")
+    raise TFLiteConversionError(message + ", or pass allow_ragged_blocks=True to write it "
+                                "anyway.")
 
 
 def _by_input_name(calibration, plain):
