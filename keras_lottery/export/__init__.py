@@ -30,7 +30,6 @@ Example:
 
 from keras_lottery._public import present_as_package
 from keras_lottery.export.formats import (
-    MIN_ZERO_FRACTION,
     ExportError,
     file_size,
     is_pruned,
@@ -39,7 +38,6 @@ from keras_lottery.export.formats import (
     strip,
 )
 from keras_lottery.export.lite import (
-    NUM_CALIBRATION,
     TFLITE_VARIANTS,
     TFLiteConversionError,
     TFLiteModel,
