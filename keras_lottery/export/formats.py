@@ -88,7 +88,7 @@ def is_pruned(model):
     """True if `model` holds a ticket: wrapped with some mask < 1, or plain with zeros.
 
     A wrapped model counts when any mask has pruned something; a plain
-    (stripped) model when at least `MIN_ZERO_FRACTION` of the weights of
+    (stripped) model when at least 1% (`MIN_ZERO_FRACTION`) of the weights of
     one of its prunable tensors (kernels, Embedding tables, depthwise and
     recurrent kernels) are exact zeros.
 
