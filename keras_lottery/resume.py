@@ -350,13 +350,17 @@ def _slot_name(name, optimizer):
     """A slot's name without the optimizer's name scope ('Adam/m/x:0' -> 'm/x:0').
 
     The scope depends on where the slot was created (inside `apply_gradients`
-    or by an explicit `build`), not on what it holds.
+    or by an explicit `build`), not on what it holds; a legacy optimizer
+    inside a `LossScaleOptimizer` creates its slots under the loss scaler's
+    `tf.cond` too ('cond_1/Adam/x/m:0'), so everything up to the optimizer's
+    scope goes.
     """
+    parts = name.split("/")
     for opt in (optimizer, getattr(optimizer, "inner_optimizer", None)):
         for attr in ("name", "_name"):
             scope = getattr(opt, attr, None)
-            if isinstance(scope, str) and scope and name.startswith(scope + "/"):
-                return name[len(scope) + 1:]
+            if isinstance(scope, str) and scope and scope in parts[:-1]:
+                return "/".join(parts[parts.index(scope) + 1:])
     return name
 
 
@@ -368,21 +372,26 @@ def _refuse_unresumable_optimizer(model):
     """Refuses, before training, what a resume could not restore exactly.
 
     Restoring an optimizer's slots means creating them before the first step,
-    from a callback. The current API's Nadam keeps its momentum-schedule
-    product in a plain variable that, created there under a strategy with
-    several replicas, evolves differently on each replica (measured with
-    MirroredStrategy on 2 devices, even without IMP), and training soon turns
-    NaN. The legacy Nadam keeps it as an ONLY_FIRST_REPLICA slot and resumes
-    fine.
+    from a callback. The current API's Nadam multiplies its momentum-schedule
+    product a number of times per step that depends on a Python counter
+    advanced each time its update is traced, so an optimizer built before
+    the first step (as a resume must) trains differently from one built
+    inside it (plain tf_keras, one device: weights 3e-3 apart after 8 steps;
+    tests/test_resume.py), and a resumed run could not match the
+    uninterrupted one. Under a strategy with several replicas the product
+    also evolves differently on each replica and training soon turns NaN
+    (measured with MirroredStrategy on 2 devices, even without IMP). The
+    legacy Nadam keeps it as a slot and resumes bit-identically.
     """
     optimizer = base_optimizer(model.optimizer)
     replicas = getattr(model.distribute_strategy, "num_replicas_in_sync", 1)
-    if isinstance(optimizer, keras.optimizers.Nadam) and replicas > 1:
+    if isinstance(optimizer, keras.optimizers.Nadam):
+        where = f" (and under this strategy's {replicas} replicas they diverge)" if replicas > 1 else ""
         raise ValueError(
-            f"Resumable IMP runs (resume_dir) cannot use keras.optimizers.Nadam under a "
-            f"strategy with {replicas} replicas: re-creating its state on resume makes the "
-            "replicas diverge. Use keras.optimizers.legacy.Nadam (or another optimizer), "
-            "or run without resume_dir.")
+            "Resumable IMP runs (resume_dir) cannot use keras.optimizers.Nadam: re-creating "
+            "its state on resume changes how often it updates its momentum-schedule product, "
+            f"so the resumed run would train differently{where}. Use "
+            "keras.optimizers.legacy.Nadam (or another optimizer), or run without resume_dir.")
 
 
 class RoundCheckpoint(keras.callbacks.Callback):

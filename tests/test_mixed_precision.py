@@ -103,3 +103,34 @@ def test_masks_and_rewinding_exact_under_mixed_precision(policy, tiny_data, tmp_
         assert int(model2.optimizer.dynamic_counter.numpy()) == int(optimizer.dynamic_counter.numpy())
         for name, mask in kl.read_masks(model2).items():
             np.testing.assert_array_equal(mask, masks[name])
+
+
+def test_legacy_optimizer_run_resumes_bit_identical_under_mixed_float16(tiny_data, tmp_path):
+    """A legacy optimizer inside the LossScaleOptimizer creates its slots under
+    the loss scaler's tf.cond ('cond_1/SGD/...'), an eager build on resume
+    does not: the checkpoint must still match, and the resumed run end where
+    the uninterrupted one does."""
+    (x, y), _, _ = tiny_data
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        def run(resume_dir, epochs=None):
+            imp = kl.IMP(rounds=2, prune_rate=0.5, rewind="3it")
+            model = compile_model(imp.wrap(small_mlp(0)),
+                                  keras.optimizers.legacy.SGD(0.05, momentum=0.9))
+            total = imp.epochs(per_round=1)
+            callbacks = imp.callbacks(verbose=0, resume_dir=str(resume_dir))
+            model.fit(x, y, batch_size=40, epochs=epochs or total, shuffle=False, verbose=0,
+                      callbacks=callbacks, initial_epoch=imp.initial_epoch())
+            return imp, model
+
+        _, reference = run(tmp_path / "whole")
+        run(tmp_path / "cut", epochs=2)  # stops after round 1's checkpoint
+        imp, resumed = run(tmp_path / "cut")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert [r.round for r in imp.history] == [0, 1, 2]
+    for a, b in zip(reference.weights, resumed.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.name)
+    inner = [reference.optimizer.inner_optimizer, resumed.optimizer.inner_optimizer]
+    for a, b in zip(*(o.variables() for o in inner)):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.name)

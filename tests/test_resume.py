@@ -482,3 +482,32 @@ def test_cli_run_killed_without_resume_leaves_its_last_rounds_model(cli_killed_a
     target = tmp_path / "ticket.keras"
     assert main(["export", plain["out"], "--format", "keras", "--out", str(target), "--quiet"]) == 0
     assert target.stat().st_size > 1000
+
+
+def test_resumable_run_with_nadam_is_refused_on_one_device(tiny_data, tmp_path):
+    """tf_keras's Nadam trains differently when built before its first step
+    (what a resume does) than when built inside it, so a resumed run could not
+    match the uninterrupted one: refused before training; legacy Nadam runs."""
+    (x, y), _, _ = tiny_data
+    weights = []
+    for eager in (False, True):  # the reason, in plain tf_keras
+        model = small_mlp(0)
+        model.compile(keras.optimizers.Nadam(0.01), "sparse_categorical_crossentropy")
+        if eager:
+            model.optimizer.build(model.trainable_variables)
+        model.fit(x[:80], y[:80], batch_size=40, epochs=2, shuffle=False, verbose=0)
+        weights.append(model.get_weights())
+    assert any(not np.array_equal(a, b) for a, b in zip(*weights))
+    for optimizer, refused in ((keras.optimizers.Nadam, True), (keras.optimizers.legacy.Nadam, False)):
+        imp = kl.IMP(rounds=1, prune_rate=0.5)
+        model = imp.wrap(small_mlp(0))
+        model.compile(optimizer(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        epochs = imp.epochs(per_round=1)
+        callbacks = imp.callbacks(verbose=0, resume_dir=str(tmp_path / optimizer.__module__))
+        if refused:
+            with pytest.raises(ValueError, match="legacy.Nadam"):
+                model.fit(x, y, batch_size=40, epochs=epochs, callbacks=callbacks, verbose=0)
+            assert int(model.optimizer.iterations.numpy()) == 0
+        else:
+            model.fit(x, y, batch_size=40, epochs=epochs, callbacks=callbacks, verbose=0)
+            assert len(imp.history) == 2
