@@ -22,15 +22,34 @@ class SparsityViolation(AssertionError):
       weight: the weight's name (`"<layer>/<weight>"`).
       count: how many of its pruned positions were non-zero.
       step: the training step (1-based, counted over the whole `fit`).
+      replica: under `tf.distribute`, the index of the replica's copy that
+        leaked (None for a variable with one copy).
     """
 
-    def __init__(self, weight, count, step, largest):
+    def __init__(self, weight, count, step, largest, replica=None):
         self.weight, self.count, self.step = weight, int(count), int(step)
+        self.replica = replica
+        where = "" if replica is None else f" in replica {replica}'s copy"
         super().__init__(
-            f"{weight}: {count} pruned weight(s) are non-zero after training "
+            f"{weight}: {count} pruned weight(s) are non-zero{where} after training "
             f"step {step} (largest magnitude {largest:.3g}). The mask is not "
             "being enforced on this path; please report the model, optimizer "
             "and dtype policy to keras-lottery.")
+
+
+def _replica_copies(variable):
+    """The per-device copies of `variable` (itself when it has one copy).
+
+    An `AutoCastVariable` (mixed precision) is read through its float32
+    variable, the one the optimizer updates.
+    """
+    inner = getattr(variable, "_variable", None)
+    while inner is not None:  # AutoCastVariable -> the variable it casts
+        variable, inner = inner, getattr(inner, "_variable", None)
+    values = getattr(variable, "values", None)
+    if isinstance(values, (tuple, list)) and len(values) > 1:
+        return list(values)
+    return [variable]
 
 
 class SparsityGuard(keras.callbacks.Callback):
@@ -38,13 +57,17 @@ class SparsityGuard(keras.callbacks.Callback):
 
     Every `every`-th training batch it reads every prunable weight of the
     wrapped model and its mask and checks that `weight == 0` wherever
-    `mask == 0`, exactly. The check runs in `on_train_batch_end`, before any
+    `mask == 0`, exactly; under `tf.distribute` it reads every replica's copy
+    of the weight, not only the primary one that `variable.numpy()` returns
+    (a leak on one device only would otherwise go unseen until the replicas
+    disagree). The check runs in `on_train_batch_end`, before any
     epoch-end callback re-masks the kernels, so it sees what the next step
     and any checkpoint would see.
 
-    Cost: one host copy of every prunable kernel and mask per checked batch
-    (see docs/concepts/exactness.md for measured figures); `every=1` is for tests
-    and debugging, `every=100` is cheap enough to leave on.
+    Cost: one host copy of every prunable kernel (of each replica's copy) and
+    mask per checked batch (see docs/concepts/exactness.md for measured
+    figures); `every=1` is for tests and debugging, `every=100` is cheap
+    enough to leave on.
 
     Args:
       every: check after every N-th training batch (>= 1).
@@ -98,10 +121,13 @@ class SparsityGuard(keras.callbacks.Callback):
             pruned = w.mask.numpy() == 0
             if not pruned.any():
                 continue
-            leaked = np.asarray(w.weight.numpy())[pruned]
-            bad = leaked != 0
-            if bad.any():
-                raise SparsityViolation(w.name, bad.sum(), step, float(np.abs(leaked).max()))
+            copies = _replica_copies(w.weight)
+            for replica, copy in enumerate(copies):
+                leaked = np.asarray(copy.numpy())[pruned]
+                bad = leaked != 0
+                if bad.any():
+                    raise SparsityViolation(w.name, bad.sum(), step, float(np.abs(leaked).max()),
+                                            replica=replica if len(copies) > 1 else None)
             checked += int(pruned.sum())
         self.checks += 1
         self.weights_checked += checked
