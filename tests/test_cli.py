@@ -295,8 +295,8 @@ def test_tensorflow_start_up_lines_are_hidden_unless_verbose(tmp_path, verbose):
 # -- bad input: a clear error before any training, naming the value and the fix ----
 
 def _run_error(capsys, *argv):
-    code = main(["run", "--num-samples", "400", "--rounds", "1", "--epochs-per-round", "1",
-                 *argv])
+    small = [] if "fashion_mnist" in argv else ["--num-samples", "400"]  # MNIST-1D only
+    code = main(["run", *small, "--rounds", "1", "--epochs-per-round", "1", *argv])
     captured = capsys.readouterr()
     assert code == 2, captured
     assert "[IMP]" not in captured.out and "round 0/" not in captured.out  # nothing trained
@@ -313,7 +313,12 @@ def test_a_learning_rate_that_cannot_train_is_refused(tmp_path, capsys, lr):
 def test_too_few_samples_is_refused(tmp_path, capsys):
     """On the old code: a traceback from the loss (label 9 outside [0, 9))."""
     err = _run_error(capsys, "--num-samples", "10", "--out", str(tmp_path))
-    assert "--num-samples 10 is too few" in err and "at least 100" in err
+    assert "--num-samples 10 is too few" in err and "at least 100 (default 9000)" in err
+    # Fashion-MNIST has fixed sets: on the old code --num-samples 5 was silently ignored
+    # and the whole 54,000-example default run trained (the message said default 5000)
+    err = _run_error(capsys, "--dataset", "fashion_mnist", "--num-samples", "5",
+                     "--out", str(tmp_path))
+    assert "--num-samples 5 applies to --dataset mnist1d only" in err and "drop it" in err
 
 
 @pytest.mark.parametrize("under", [False, True])

@@ -85,8 +85,10 @@ def register(subparsers):
     p.add_argument("--optimizer", default=DEFAULTS["optimizer"], choices=["adam", "sgd"], help="(default: %(default)s)")
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="learning rate (default: %(default)s)")
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="random seed (default: %(default)s)")
-    p.add_argument("--num-samples", type=int, default=DEFAULTS["num_samples"],
-                   help="MNIST-1D examples generated, training + test (default: %(default)s)")
+    p.add_argument("--num-samples", type=int, default=None,
+                   help="MNIST-1D examples generated, training + test (default: "
+                   f"{DEFAULTS['num_samples']}; --dataset mnist1d only: Fashion-MNIST has its "
+                   "fixed 60000 / 10000 split)")
     p.add_argument("--test-fraction", type=float, default=None,
                    help="MNIST-1D examples kept for the test set (default: "
                    f"{DEFAULTS['test_fraction']}, i.e. 4500 test examples for the default "
@@ -211,10 +213,16 @@ def check_args(args):
                 f"--round-end converged trains only the last round to its whole budget, so "
                 f"--controls {args.controls} (each round's masks trained to the whole budget) "
                 "would not compare like with like: pass --controls none.")
-    if args.dataset == "mnist1d" and args.num_samples < MIN_SAMPLES:
-        raise ValueError(f"--num-samples {args.num_samples} is too few: MNIST-1D splits them "
-                         "into training, validation and test sets of 10 classes; pass at "
-                         f"least {MIN_SAMPLES} (default 5000).")
+    if args.num_samples is not None and args.dataset != "mnist1d":
+        raise ValueError(f"--num-samples {args.num_samples} applies to --dataset mnist1d only "
+                         f"({args.dataset} has its fixed training and test sets): drop it.")
+    if args.dataset == "mnist1d":  # recorded in the run config: the value used
+        if args.num_samples is None:
+            args.num_samples = DEFAULTS["num_samples"]
+        if args.num_samples < MIN_SAMPLES:
+            raise ValueError(f"--num-samples {args.num_samples} is too few: MNIST-1D splits "
+                             "them into training, validation and test sets of 10 classes; pass "
+                             f"at least {MIN_SAMPLES} (default {DEFAULTS['num_samples']}).")
     if args.data_dir is not None:
         if args.dataset != "fashion_mnist":
             raise ValueError(f"--data-dir {args.data_dir} applies to --dataset fashion_mnist "
