@@ -137,13 +137,17 @@ def enforce_masks(model):
     becomes each kernel's constraint (`masks.attach_mask_constraints`), the
     wrappers call their inner layers directly (`wrap.bypass_wrapper_ops`),
     and under a legacy optimizer embedding tables get a dense gradient (these
-    optimizers refuse a constraint after a sparse update). Call it before
-    the fit's first step, with the kernels already masked; pair it with
-    `rewind.mask_moving_averages` when the fit ends (`use_ema`).
+    optimizers refuse a constraint after a sparse update). The pruned weights
+    are set to zero first: the direct call no longer multiplies kernels by
+    their masks, so a value written there since the masks were (e.g. by
+    `set_weights`) would otherwise take part in the first step. Call it
+    before the fit's first step; pair it with `rewind.mask_moving_averages`
+    when the fit ends (`use_ema`).
 
     Args:
       model: a wrapped model compiled with its optimizer.
     """
+    masks_lib.apply_masks(model)
     masks_lib.attach_mask_constraints(model)
     bypass_wrapper_ops(model, dense_embedding_gradients=is_legacy_optimizer(model.optimizer))
 

@@ -321,6 +321,25 @@ def test_retrained_ticket_and_stability_copy_stay_exact(kind, opt_name, path):
         assert np.all(w.weight.numpy()[mask == 0] == 0), f"{w.name} non-zero after fit"
 
 
+def test_a_value_written_into_a_pruned_position_takes_no_part_in_a_retrained_ticket():
+    """The wrappers' direct forward pass does not multiply by the mask, so weights a user
+    set (`set_weights`, a loaded dense checkpoint) are masked when the fit begins."""
+    imp, model, x, y = _pruned_model("dense")
+    ticket = kl.Ticket.from_model(model, imp)
+    trained = ticket.build_model(optimizer=OPTIMIZERS["adam"](),
+                                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    entry = prunable_weights(trained)[0]
+    pruned = entry.mask.numpy() == 0
+    entry.weight.assign(np.where(pruned, 0.5, entry.weight.numpy()))
+    seen = []
+    first_batch = keras.callbacks.LambdaCallback(
+        on_train_batch_begin=lambda batch, logs: seen.append(entry.weight.numpy()[pruned])
+        if batch == 0 else None)
+    trained.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
+                callbacks=ticket.callbacks() + [first_batch])
+    assert seen and np.all(seen[0] == 0), f"{np.count_nonzero(seen[0])} pruned values in step 1"
+
+
 def test_legacy_optimizer_embedding_without_the_lean_forward_pass_is_refused():
     """With `IMPCallback.bypass_wrapper_ops = False` nothing gives the table a
     dense gradient, and a legacy optimizer refuses the mask constraint on a
