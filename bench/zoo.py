@@ -50,6 +50,8 @@ def application(name, **kwargs):
     """A builder for `keras.applications.<name>` at 32x32 with weights=None."""
 
     def build(flavour):
+        # seeded like the hand-built models, so reruns give the same weights and TFLite diffs
+        (keras if flavour == "tf_keras" else _keras3()).utils.set_random_seed(0)
         # logits out (no softmax), so the TFLite comparison sees the raw outputs
         return getattr(_apps(flavour), name)(input_shape=SHAPE, weights=None, classes=CLASSES,
                                              classifier_activation=None, **kwargs)
