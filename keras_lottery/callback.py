@@ -215,7 +215,8 @@ class IMPCallback(keras.callbacks.Callback):
     stores.
 
     Raises:
-      ValueError: for a bad rewind point (also one past the end of round 0,
+      ValueError: for `test_data` / `validation_data` without labels or (given
+        as arrays) with NaN / inf; for a bad rewind point (also one past the end of round 0,
         at the start of training, before any step), scope, block or round_end
         setting (also, at the start of training, a `steps_per_epoch` that
         is not `converge_every` with `round_end="converged"`).
@@ -269,10 +270,15 @@ class IMPCallback(keras.callbacks.Callback):
         self._block_exempt_for = block_exempt if callable(block_exempt) else None
         self.block_exempt = [] if callable(block_exempt) else sorted(block_exempt or ())
         self.output_layer_rate = output_layer_rate
-        from keras_lottery.data import check_labelled
+        from keras_lottery.data import check_finite, check_labelled
 
         check_labelled(test_data, "test_data")
         check_labelled(validation_data, "validation_data")
+        # arrays only (a dataset or a generator is not read here)
+        check_finite({name: data for name, data in (("test_data", test_data),
+                                                    ("validation_data", validation_data))
+                      if isinstance(data, (tuple, list, dict))},
+                     effect="Its accuracies would be computed on NaN outputs")
         self.test_data = test_data
         self.report_dir = os.fspath(report_dir) if report_dir is not None else None
         self.verbose = verbose

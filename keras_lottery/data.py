@@ -237,12 +237,13 @@ def _named_leaves(value, name):
         yield name, value
 
 
-def check_finite(arrays):
+def check_finite(arrays, effect="Training on it gives NaN weights"):
     """Raises if an array holds NaN or inf, naming it, the count and the first place.
 
     Args:
       arrays: dict name -> array (or a nest of arrays: dicts, lists, tuples).
         Integer and boolean arrays are always finite and skipped.
+      effect: what such values would do, for the message.
 
     Raises:
       ValueError: naming the array, how many values are not finite, the index
@@ -265,8 +266,8 @@ def check_finite(arrays):
             count = int(bad.sum())
             raise ValueError(
                 f"{name} holds {count} non-finite value{'s' if count > 1 else ''} (NaN or "
-                f"inf), the first at index {first} ({array[first]}). Training on it gives "
-                "NaN weights: clean the data first (drop those examples, e.g. "
+                f"inf), the first at index {first} ({array[first]}). {effect}: clean the "
+                "data first (drop those examples, e.g. "
                 "x[np.isfinite(x).reshape(len(x), -1).all(axis=1)], or impute them).")
 
 

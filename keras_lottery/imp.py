@@ -278,7 +278,8 @@ class IMP:
 
         Raises:
           ValueError: if `epochs(per_round=...)` was not called first, or
-            `test_data` / `validation_data` has no labels.
+            `test_data` / `validation_data` has no labels or (given as arrays)
+            holds NaN / inf.
         """
         if self.epochs_per_round is None:
             raise ValueError("Call imp.epochs(per_round=N) first (and pass its "

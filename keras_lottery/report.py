@@ -21,6 +21,7 @@ __all__ = [
     "remove_outputs",
     "write_json",
     "read_json",
+    "read_report",
     "write_csv",
     "format_table",
     "plot_history",
@@ -382,6 +383,27 @@ SERIES_STYLE = {
 }
 
 
+def read_report(path):
+    """An `imp_report.json`'s `(config, history)`.
+
+    Raises:
+      ValueError: naming the file, if it is truncated (see `read_json`) or
+        valid JSON but no report (a list, or an object without a 'history'
+        list of rounds).
+    """
+    payload = read_json(path)
+    history = payload.get("history") if isinstance(payload, dict) else None
+    if not (isinstance(history, list) and all(isinstance(r, dict) and "round" in r for r in history)):
+        found = (f"a JSON {type(payload).__name__}" if not isinstance(payload, dict) else
+                 f"an object with keys {sorted(payload)[:8]}")
+        raise ValueError(
+            f"{path} is not a keras-lottery report: it holds {found}, not a 'history' list "
+            "of rounds. Rerun the command that wrote it, or move the file out of the run "
+            "folder.")
+    config = payload.get("config") or {}
+    return (config if isinstance(config, dict) else {}), history
+
+
 def collect_runs(run_dir):
     """Every run saved under `run_dir`.
 
@@ -395,28 +417,30 @@ def collect_runs(run_dir):
 
     Raises:
       FileNotFoundError: if there is no report under `run_dir`.
+      ValueError: for a report that is truncated or not a report (a JSON list,
+        no 'history'), naming the file.
     """
     run_dir = os.fspath(run_dir)
     runs = []
     single = os.path.join(run_dir, "imp_report.json")
     if os.path.exists(single):
-        payload = read_json(single)
-        config = payload.get("config", {})
+        config, history = read_report(single)
         runs.append({"series": config.get("series", "ticket"), "seed": config.get("seed", 0),
-                     "config": config, "history": payload.get("history", [])})
+                     "config": config, "history": history})
     if os.path.isdir(run_dir):
         for seed_name in sorted(os.listdir(run_dir)):
             if not seed_name.startswith("seed_"):
+                continue
+            if not os.path.isdir(os.path.join(run_dir, seed_name)):
                 continue
             for series in sorted(os.listdir(os.path.join(run_dir, seed_name))):
                 path = os.path.join(run_dir, seed_name, series, "imp_report.json")
                 if not os.path.exists(path):
                     continue
-                payload = read_json(path)
-                config = payload.get("config", {})
+                config, history = read_report(path)
                 seed = config.get("seed", seed_name[len("seed_"):])
                 runs.append({"series": series, "seed": seed, "config": config,
-                             "history": payload.get("history", [])})
+                             "history": history})
     if not runs:
         raise FileNotFoundError(
             f"No IMP report under {run_dir}: expected imp_report.json or "

@@ -398,6 +398,14 @@ def test_report_on_a_truncated_json_names_the_file(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert f"{path} is not valid JSON" in err and "truncated" in err
+    # valid JSON that is no report: on the old code a JSON list was an AttributeError
+    # traceback ('list' object has no attribute 'get'), an object without 'history'
+    # silently dropped the ticket from the table
+    for text, found in (("[1, 2]", "a JSON list"), ('{"a": 1}', "an object with keys ['a']")):
+        path.write_text(text)
+        assert main(["report", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert f"{path} is not a keras-lottery report: it holds {found}" in err
 
 
 def test_tune_and_stability_refuse_a_bad_learning_rate_or_out(tmp_path, capsys):

@@ -153,6 +153,24 @@ def test_test_data_without_labels_is_refused_before_training():
         imp.callbacks(validation_data=(x,))
 
 
+def test_non_finite_test_or_validation_arrays_are_refused_before_training():
+    """On the old code a NaN in test_data passed: every round's test accuracy was
+    computed on NaN logits (argmax 0), silently."""
+    import keras_lottery as kl
+
+    imp = kl.IMP(rounds=1, prune_rate=0.5)
+    imp.epochs(per_round=1)
+    x, y = np.zeros((8, 40), np.float32), np.zeros(8, np.int64)
+    bad = x.copy()
+    bad[2, 5] = np.inf
+    with pytest.raises(ValueError, match=r"test_data\[0\] holds 1 non-finite value .* "
+                       r"index \(2, 5\) \(inf\)\. Its accuracies would be computed on NaN"):
+        imp.callbacks(test_data=(bad, y))
+    with pytest.raises(ValueError, match=r"validation_data\[0\]\['a'\] holds 1 non-finite"):
+        imp.callbacks(validation_data=({"a": bad}, y))
+    imp.callbacks(test_data=(x, y), validation_data=[x, y])  # finite: accepted
+
+
 def test_a_dataset_that_turns_non_finite_stops_the_run_keeping_finished_rounds(tmp_path):
     """Inputs become NaN in round 2 (a tf.data pipeline we cannot inspect up
     front): fit stops there with an error naming the round, rounds 0-1 stay in

@@ -317,6 +317,13 @@ def test_representative_data_of_wrong_shape_names_both_shapes():
     with pytest.raises(ValueError, match="holds 3 arrays but the model has 2 inputs"):
         export.tflite(two_io_model(), int8=True, allow_dense=True,
                       representative_data=[np.zeros((4, 4))] * 3)
+    # NaN in the calibration inputs: on the old code the int8 file was written,
+    # its quantization ranges computed from NaN
+    bad = np.ones((10, 40), "float32")
+    bad[3, 7] = np.nan
+    with pytest.raises(ValueError, match=r"representative_data holds 1 non-finite value.*"
+                       r"index \(3, 7\).*int8 calibration"):
+        export.tflite(model, int8=True, representative_data=bad, allow_dense=True)
 
 
 def test_one_input_two_outputs_returns_both_heads_in_keras_order():

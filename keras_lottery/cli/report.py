@@ -44,8 +44,7 @@ def report(args):
     path = os.path.join(run_dir, "imp_report.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"No IMP report at {path}: pass the --out folder of a `keras-lottery run`.")
-    payload = report_lib.read_json(path)
-    rows = payload["history"]
+    _, rows = report_lib.read_report(path)
     print(report_lib.format_table(rows))
     if rows:
         plot = report_lib.plot_history(rows, args.plot or os.path.join(run_dir, "tickets.png"),

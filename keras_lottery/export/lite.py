@@ -175,8 +175,9 @@ def calibration_batches(representative_data, plain, limit=NUM_CALIBRATION, batch
         to fill the last one).
 
     Raises:
-      ValueError: no examples, or examples whose shape does not fit the model
-        (naming the expected and the given shape).
+      ValueError: no examples, examples whose shape does not fit the model
+        (naming the expected and the given shape), or NaN / inf in the
+        examples used.
     """
     specs = _input_specs(plain)
     what = "representative_data"
@@ -190,6 +191,10 @@ def calibration_batches(representative_data, plain, limit=NUM_CALIBRATION, batch
             f"shape (n, ...) or a tf.data.Dataset, got shape(s) {[a.shape for a in arrays]}.")
     _check_shapes(arrays, specs, what)
     arrays = [a[:limit] for a in _as_arrays(arrays, specs, what)]
+    from keras_lottery.data import check_finite
+
+    check_finite({what: arrays[0] if len(arrays) == 1 else arrays},
+                 effect="int8 calibration on it would give meaningless quantization ranges")
     n = len(arrays[0])
     if batch_size > 1:
         total = -(-n // batch_size) * batch_size
