@@ -35,6 +35,7 @@ import time
 import keras_tuner as kt
 
 from keras_lottery import models
+from keras_lottery import report as report_lib
 from keras_lottery._keras import keras
 from keras_lottery.progress import ProgressLogger, eta_seconds, format_duration
 from keras_lottery.schedule import parse_rewind
@@ -256,7 +257,8 @@ class TicketSearchMixin:
                   + [progress] + list(callbacks or []),
                   **fit_kwargs)
         if self.save_tickets:
-            model.save(os.path.join(trial_dir, "ticket.keras"))
+            # atomically, as every file of a run: a killed trial leaves no half-written model
+            report_lib.atomic_path(os.path.join(trial_dir, "ticket.keras"), model.save)
         final, dense = imp.history[-1], imp.history[0]
         metrics = {k: v for k, v in final.metrics.items() if v is not None}
         for key in ("weights_remaining", "test_accuracy", "test_loss", "early_stop_iteration",
