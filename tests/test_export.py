@@ -132,6 +132,32 @@ def test_saved_model_replaces_old_folder_atomically(tmp_path, wrapped, monkeypat
     assert sorted(p.name for p in target.iterdir()) == before
 
 
+def test_a_killed_folder_write_is_cleaned_up_by_the_next(tmp_path):
+    """SIGKILL leaves no cleanup: a killed `export --format all` left its hidden
+    .tmp-<name>-XXXXXXXX folder (a partial export) beside --out for good, and one
+    killed between its two renames left no --out at all, only .old-<name>-XXXXXXXX.
+    The next write removes the first and puts the second back (on the old code
+    both stay)."""
+    from keras_lottery.export import formats
+
+    target = tmp_path / "export"
+    partial = tmp_path / ".tmp-export-ab3_x9zq"
+    (partial / "ticket").mkdir(parents=True)
+    (partial / "ticket" / "model.h5").write_bytes(b"half")
+    previous = tmp_path / ".old-export-0k9m2p1a"
+    previous.mkdir()
+    (previous / "export_report.json").write_text("{}")
+    (tmp_path / ".tmp-exports-ab3_x9zq").mkdir()  # another folder's name: left alone
+    assert formats.recover_interrupted_dir(target) == [previous.name, partial.name]
+    assert (target / "export_report.json").read_text() == "{}"
+    assert sorted(os.listdir(tmp_path)) == [".tmp-exports-ab3_x9zq", "export"]
+    # and write_dir_atomically does it before it writes
+    (tmp_path / ".tmp-export-zzzzzzzz").mkdir()
+    formats.write_dir_atomically(target, lambda tmp: open(os.path.join(tmp, "new"), "w").close())
+    assert sorted(os.listdir(tmp_path)) == [".tmp-exports-ab3_x9zq", "export"]
+    assert os.listdir(target) == ["new"]
+
+
 def tflite_weights(content):
     """2-D constant tensors of a (non-sparse) TFLite model, keyed by shape (transposed)."""
     interp = tf.lite.Interpreter(model_content=content)

@@ -9,6 +9,7 @@ a full disk into an `ExportError` naming the file.
 import errno
 import logging
 import os
+import re
 import shutil
 import tempfile
 
@@ -186,6 +187,36 @@ def write_file_atomically(path, write):
     return report_lib.atomic_path(path, checked_write)
 
 
+def recover_interrupted_dir(path):
+    """Cleans up what a killed `write_dir_atomically` of `path` left beside it.
+
+    A process killed while it wrote leaves its temporary folder
+    (`.tmp-<name>-XXXXXXXX`); one killed between its two renames also left
+    the previous folder renamed aside (`.old-<name>-XXXXXXXX`) and no
+    `path`: that folder is renamed back. Only names of exactly these forms
+    are touched. Do not run two writes of the same folder at once.
+
+    Returns:
+      The leftover names removed or restored.
+    """
+    folder, name = os.path.split(os.path.abspath(os.fspath(path)))
+    if not os.path.isdir(folder):
+        return []
+    form = re.compile(r"^\.(tmp|old)-" + re.escape(name) + r"-[a-z0-9_]{8}$")
+    leftovers = sorted(n for n in os.listdir(folder)
+                       if form.match(n) and os.path.isdir(os.path.join(folder, n))
+                       and not os.path.islink(os.path.join(folder, n)))
+    olds = [n for n in leftovers if n.startswith(".old-")]
+    if olds and not os.path.lexists(os.path.join(folder, name)):
+        os.rename(os.path.join(folder, olds[0]), os.path.join(folder, name))
+        logger.warning("%s: restored the previous content from %s (a write of it was "
+                       "interrupted between its renames).", path, olds[0])
+    for leftover in leftovers:
+        if os.path.isdir(os.path.join(folder, leftover)):
+            shutil.rmtree(os.path.join(folder, leftover), ignore_errors=True)
+    return leftovers
+
+
 def write_dir_atomically(path, write):
     """Calls `write(tmp_dir)` then moves tmp_dir to `path`, replacing an old one.
 
@@ -193,9 +224,11 @@ def write_dir_atomically(path, write):
     is renamed aside, the new one renamed into place, and the old one
     removed; on an error in `write` the old folder is untouched and the
     temporary one removed, so `path` holds either the old or the new
-    content, never a mix.
+    content, never a mix. What a killed earlier write left beside `path` is
+    cleaned up first (`recover_interrupted_dir`).
     """
     path = check_out_path(path).rstrip(os.sep) or path
+    recover_interrupted_dir(path)
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"Cannot write folder {path}: a file of that name exists.")
     folder = os.path.dirname(os.path.abspath(path))
