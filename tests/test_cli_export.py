@@ -115,6 +115,17 @@ def test_errors_are_clear_and_leave_nothing(tmp_path, capsys):
                  "--out", os.fspath(tmp_path / "x.keras")]) == 2
     assert "end --out in .h5" in capsys.readouterr().err
     assert not os.path.exists(out) and not os.path.exists(tmp_path / "x.keras")
+    # representative data of the wrong shape, into folders that do not exist yet
+    import numpy as np
+
+    np.save(tmp_path / "wrong.npy", np.zeros((8, 41), "float32"))
+    deep = tmp_path / "deep" / "er" / "d.tflite"
+    assert main(["export", os.fspath(dense_path), "--format", "tflite", "--int8",
+                 "--allow-dense", "--representative", os.fspath(tmp_path / "wrong.npy"),
+                 "--out", os.fspath(deep)]) == 2
+    assert "representative_data does not fit the model's input" in capsys.readouterr().err
+    # a failed export leaves no folder it made (on the old code: empty out/ and deep/er/)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "deep").exists()
     assert main(["export", os.fspath(dense_path), "--format", "tflite", "--allow-dense",
                  "--out", os.fspath(out)]) == 0
     assert sorted(os.listdir(tmp_path / "out")) == ["d.tflite"]

@@ -6,6 +6,7 @@ folder. The `.keras` / `.h5` writers check the free disk space first and turn
 a full disk into an `ExportError` naming the file.
 """
 
+import contextlib
 import errno
 import logging
 import os
@@ -164,15 +165,44 @@ def without_training_state(model):
 
 
 def check_out_path(path):
-    """`path` as a string, its folder created; refuses an empty path or a file as folder."""
+    """`path` as a string; refuses an empty path, or a file where a folder above it goes.
+
+    Nothing is created: the writers create the missing folders, and remove
+    them again when the write fails (`_folders_for`).
+    """
     path = os.fspath(path)
     if not path:
         raise ValueError("The output path is empty: name a file or folder to write.")
     folder = os.path.dirname(os.path.abspath(path))
-    if os.path.exists(folder) and not os.path.isdir(folder):
+    while not os.path.exists(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)  # the nearest one that exists
+    if not os.path.isdir(folder):
         raise ValueError(f"Cannot write {path}: {folder} is a file, not a folder.")
-    os.makedirs(folder, exist_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def _folders_for(path):
+    """Creates the missing folders above `path`; removes them again if the block fails.
+
+    A failed export leaves no empty folders behind (only the ones it made,
+    and only while they are still empty).
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    missing = []
+    while not os.path.exists(folder) and os.path.dirname(folder) != folder:
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for made in missing:  # deepest first
+            try:
+                os.rmdir(made)
+            except OSError:
+                break  # not empty (something else wrote there): keep it and those above
+        raise
 
 
 def write_file_atomically(path, write):
@@ -184,7 +214,8 @@ def write_file_atomically(path, write):
         if os.path.isdir(path):
             raise ValueError(f"Cannot write file {path}: a folder of that name exists.")
 
-    return report_lib.atomic_path(path, checked_write)
+    with _folders_for(path):
+        return report_lib.atomic_path(path, checked_write)
 
 
 def recover_interrupted_dir(path):
@@ -231,6 +262,11 @@ def write_dir_atomically(path, write):
     recover_interrupted_dir(path)
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"Cannot write folder {path}: a file of that name exists.")
+    with _folders_for(path):
+        return _write_dir(path, write)
+
+
+def _write_dir(path, write):
     folder = os.path.dirname(os.path.abspath(path))
     tmp = tempfile.mkdtemp(dir=folder, prefix=".tmp-" + os.path.basename(path) + "-")
     old = None
