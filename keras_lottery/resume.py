@@ -83,6 +83,7 @@ CHECKPOINT_FILE = "imp_checkpoint.json"
 FORMAT_VERSION = 2
 _KEEP_ROUNDS = 2
 _ROUND_FILE = re.compile(r"^imp_round_(\d+)\.(npz|json)$")
+_WARNED = set()  # fallback warnings already given in this process
 
 #: Keys of an `IMPCallback`'s `run_config` that do not change what is trained
 #: (where results go, what is printed), and may differ on resume. `data_dir`
@@ -286,10 +287,11 @@ def _find_checkpoint(resume_dir):
         if data is None:
             problems.append(why)
             continue
-        if problems:
+        warning = "; ".join(problems)
+        if problems and warning not in _WARNED:  # once: a run reads the folder several times
+            _WARNED.add(warning)
             logger.warning("IMP checkpoint: %s; resuming from the previous complete "
-                           "checkpoint %s instead.", "; ".join(problems),
-                           _join(resume_dir, meta["data_file"]))
+                           "checkpoint %s instead.", warning, _join(resume_dir, meta["data_file"]))
         return meta, data
     if problems or has_data:
         raise CheckpointError(

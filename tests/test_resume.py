@@ -197,7 +197,10 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(finished_run, 
             f.write(bytes(raw))
     with caplog.at_level("WARNING", logger="keras_lottery"):
         assert resume.initial_epoch(folder) == 2
+        assert resume.read_checkpoint(folder)["next_round"] == 2
     assert "imp_round_003.npz" in caplog.text and "previous complete checkpoint" in caplog.text
+    # once per process (the CLI reads the folder three times; the old code warned thrice)
+    assert caplog.text.count("previous complete checkpoint") == 1
     stale = os.path.join(folder, ".tmp-k1ll3d-imp_round_003.npz")  # a killed write's leftover
     with open(stale, "wb") as f:
         f.write(b"partial")

@@ -289,8 +289,9 @@ def _check_resume(resume_dir, config):
         names = {k: _flag(k) for k in keys}
         names["data_sha256"] = "data (SHA-256)"
         raise ValueError(
-            f"--resume: {resume_dir} holds a run with other settings (setting: before -> "
-            f"now):\n{resume.format_settings_diff(diff, names)}\nRun the same command as "
+            f"{resume_dir} holds an earlier run of this --out with other settings "
+            f"(setting: before -> now):\n{resume.format_settings_diff(diff, names)}\n"
+            "Run the same command as "
             "before (same flags) to continue it, pass a new --out to start another run, "
             f"or pass --fresh to start this one over (it deletes {resume_dir} and the old "
             "results).")
