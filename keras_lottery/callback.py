@@ -326,6 +326,16 @@ class IMPCallback(keras.callbacks.Callback):
             return self.round * self.epochs_per_round
         return self._round_first_epoch
 
+    def round_epochs(self, rnd=None):
+        """The fit epochs round `rnd` (default: the current one) trains at most.
+
+        `epochs_per_round`; with `round_end="converged"` that is the round's
+        budget in chunks, and any round but the last may end sooner. A
+        `ControlCallback` of a converged ticket returns the ticket's own
+        length of that round.
+        """
+        return self.epochs_per_round
+
     def round_ends_at(self, epoch):
         """True if the current round ends with fit epoch `epoch`.
 
@@ -334,7 +344,7 @@ class IMPCallback(keras.callbacks.Callback):
         with `round_end="converged"` the decision is taken at the epoch's
         last batch.
         """
-        return (epoch - self.round_first_epoch + 1 >= self.epochs_per_round
+        return (epoch - self.round_first_epoch + 1 >= self.round_epochs(self.round)
                 or self._converged_step is not None)
 
     # -- Keras hooks --------------------------------------------------------
@@ -510,7 +520,7 @@ class IMPCallback(keras.callbacks.Callback):
         if "val_loss" in logs and self._evaluator is None:
             self._val_curve.append((self._round_steps, logs["val_loss"],
                                     logs.get(_accuracy_key(logs, "val_") or "", None)))
-        if epoch_in_round < self.epochs_per_round and self._converged_step is None:
+        if epoch_in_round < self.round_epochs(self.round) and self._converged_step is None:
             return
         result = self._finish_round(logs, epochs=epoch_in_round)
         self.history.append(result)

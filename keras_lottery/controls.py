@@ -394,6 +394,34 @@ def clone_for_control(model):
     return clone
 
 
+def _ticket_round_epochs(ticket):
+    """The fit epochs of each of a converged ticket's rounds 0..R; None for fixed rounds.
+
+    Raises:
+      ValueError: if the ticket's history lacks rounds, or a round's steps
+        are not whole chunks.
+    """
+    if ticket.convergence is None:
+        return None
+    rounds = ticket.schedule.rounds
+    got = [r.round for r in ticket.history]
+    if got != list(range(rounds + 1)):
+        raise ValueError(
+            f"The ticket ended its rounds by mask convergence (round_end='converged'), so a "
+            f"control trains each round as long as the ticket's did, but the ticket's "
+            f"history holds rounds {got}, not 0..{rounds}: finish the ticket's fit (all "
+            "rounds) first, or resume it (imp.callbacks(resume_dir=...)), which restores "
+            "its history.")
+    every = ticket.convergence.every
+    for r in ticket.history:
+        if r.steps != r.epochs * every:
+            raise ValueError(
+                f"The ticket's round {r.round} trained {r.steps} steps in {r.epochs} "
+                f"epochs, not whole chunks of converge_every={every} steps, so the control "
+                "cannot end its rounds where the ticket's ended.")
+    return [int(r.epochs) for r in ticket.history]
+
+
 class ControlCallback(IMPCallback):
     """Trains a control of a found ticket over its rounds 1..R in one `fit`.
 
@@ -401,9 +429,21 @@ class ControlCallback(IMPCallback):
     a random one with the same per-tensor count), sets the weights (fresh
     initializer draws, or the ticket's θk) masked, and resets the optimizer to
     the ticket's rewind step k. Fit it for `total_epochs` epochs starting at
-    `initial_epoch=epochs_per_round` on data in the ticket's order (see
-    `ordered_batches`). Results, reports and the early-stopping iteration are
-    recorded as `IMPCallback` does.
+    `initial_epoch` on data in the ticket's order (see `ordered_batches`).
+    Results, reports and the early-stopping iteration are recorded as
+    `IMPCallback` does.
+
+    Each round trains exactly as long as the ticket's round did. For a
+    ticket of fixed rounds that is `epochs_per_round` epochs, and fit starts
+    at `initial_epoch = epochs_per_round`. For an Early-Bird ticket
+    (`round_end="converged"`), whose rounds end at different chunks, round r
+    trains the chunks of `converge_every` steps the ticket's round r trained
+    (`RoundResult.epochs` in the ticket's history): fit epochs are chunks
+    (`steps_per_epoch=chunk_steps`, data from `convergence.chunked_batches`),
+    `initial_epoch` is the chunk the ticket's round 1 started at, and each
+    round ends at the chunk boundary where the ticket's ended. The control
+    thus sees the ticket's batches round for round, and its last round
+    trains the whole budget like the ticket's.
 
     Args:
       kind: `"reinit"` or `"random"`.
@@ -412,8 +452,13 @@ class ControlCallback(IMPCallback):
       test_data, report_dir, verbose, run_config, eval_every,
         validation_data: as for `IMPCallback`.
 
+    Attributes:
+      chunk_steps: for a converged ticket, the steps of one fit epoch
+        (`converge_every`); None for fixed rounds.
+
     Raises:
-      ValueError: for an unknown kind, or a recorder missing rounds.
+      ValueError: for an unknown kind, a recorder missing rounds, or a
+        converged ticket whose history lacks rounds (its fit not finished).
     """
 
     def __init__(self, kind, recorder, seed=0, test_data=None, report_dir=None, verbose=0,
@@ -425,27 +470,52 @@ class ControlCallback(IMPCallback):
         if missing:
             raise ValueError(f"The ticket's masks for rounds {missing} were not recorded: "
                              "finish the ticket's fit (all rounds) with the TicketRecorder.")
+        plan = _ticket_round_epochs(ticket)
+        # a converged ticket's round_end settings go into the control's report too
+        config = dict(ticket._round_end_config(), **dict(run_config or {}))
         super().__init__(ticket.schedule, ticket.epochs_per_round, rewind=str(ticket.rewind),
                          scope=ticket.scope, layer_rates=ticket.layer_rates, test_data=test_data,
                          block=ticket.block, block_score=ticket.block_score,
                          block_exempt=ticket.block_exempt,
                          report_dir=report_dir, verbose=verbose,
-                         run_config=dict(run_config or {}, control=kind, control_seed=seed),
+                         run_config=dict(config, control=kind, control_seed=seed),
                          eval_every=eval_every, validation_data=validation_data)
         self.kind = kind
         self.recorder = recorder
         self.seed = int(seed)
         self.masks_used = {}
         self._checked_start = False
+        self._plan = plan
+        self.chunk_steps = None if plan is None else ticket.convergence.every
+        if plan is not None:
+            self.total_epochs = sum(plan)
 
     @property
     def initial_epoch(self):
         """The `initial_epoch` to pass to `fit` (the start of round 1)."""
-        return self.epochs_per_round
+        return self.epochs_per_round if self._plan is None else self._plan[0]
+
+    def round_epochs(self, rnd=None):
+        """The fit epochs round `rnd` trains: as many as the ticket's round `rnd` did."""
+        rnd = self.round if rnd is None else rnd
+        return self.epochs_per_round if self._plan is None else self._plan[rnd]
+
+    @property
+    def round_first_epoch(self):
+        """The fit epoch the current round started at."""
+        return self._round_first_epoch
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
+        if self.chunk_steps is not None and self._steps_per_epoch != self.chunk_steps:
+            raise ValueError(
+                f"The ticket's rounds end at chunks of {self.chunk_steps} steps "
+                "(round_end='converged'), but the control's fit runs "
+                f"{self._steps_per_epoch or 'unknown'} steps per epoch: fit it with "
+                f"steps_per_epoch={self.chunk_steps} on convergence.chunked_batches(..., "
+                "start_chunk=control.initial_epoch) (train_control does).")
         self._checked_start = False
+        self._round_first_epoch = self.initial_epoch
         self._enter_round(1)
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -480,8 +550,14 @@ class ControlCallback(IMPCallback):
 
 def train_control(kind, model, recorder, x, y=None, *, batch_size=None, data_seed=0, seed=0,
                   validation_data=None, test_data=None, eval_every=None, report_dir=None,
-                  verbose=0, run_config=None, check_sparsity=None, callbacks=None):
+                  verbose=0, run_config=None, check_sparsity=None, callbacks=None,
+                  validation_freq=1):
     """Trains one control of the ticket IMP found in `model`.
+
+    Every control round trains as long as the ticket's round did, on the
+    ticket's batches of that round. For an Early-Bird ticket
+    (`round_end="converged"`) that is its own length of each round, in
+    chunks of `converge_every` steps (see `ControlCallback`).
 
     Args:
       kind: `"reinit"` or `"random"`.
@@ -489,8 +565,11 @@ def train_control(kind, model, recorder, x, y=None, *, batch_size=None, data_see
         not changed: the control trains a fresh copy.
       recorder: the `TicketRecorder` that watched the ticket's fit.
       x, y: training arrays (batched with `ordered_batches(x, y, batch_size,
-        data_seed)`, as the ticket should be), or `x` a callable
-        `start_epoch -> (dataset, steps_per_epoch)` giving the ticket's order.
+        data_seed)` as the ticket should be, or for a converged ticket with
+        `convergence.chunked_batches(x, y, batch_size, converge_every,
+        data_seed)`), or `x` a callable `start_epoch -> (dataset,
+        steps_per_epoch)` giving the ticket's order from that fit epoch on
+        (for a converged ticket an epoch is a chunk).
       batch_size: batch size for array data.
       data_seed: the ticket's data-order seed.
       seed: seed of the control's random draws.
@@ -504,6 +583,8 @@ def train_control(kind, model, recorder, x, y=None, *, batch_size=None, data_see
         after its `ControlCallback`; an entry that is a function is called
         with the `ControlCallback` and must return the callback (e.g.
         `lambda control: RoundProgress(control, "reinit")`).
+      validation_freq: passed to the control's `fit` (give the ticket's; it
+        counts fit epochs, so the control validates at the ticket's epochs).
 
     Returns:
       The control's `ControlCallback` (its `history` has a `RoundResult`
@@ -527,8 +608,14 @@ def train_control(kind, model, recorder, x, y=None, *, batch_size=None, data_see
     else:
         if batch_size is None:
             raise ValueError("Pass batch_size= (the ticket's) to train a control on arrays.")
-        data, steps = ordered_batches(x, y, batch_size, seed=data_seed,
-                                      start_epoch=control.initial_epoch)
+        if control.chunk_steps is not None:  # the ticket's stream, in its chunks
+            from keras_lottery.convergence import chunked_batches
+
+            data, steps = chunked_batches(x, y, batch_size, control.chunk_steps, seed=data_seed,
+                                          start_chunk=control.initial_epoch)
+        else:
+            data, steps = ordered_batches(x, y, batch_size, seed=data_seed,
+                                          start_epoch=control.initial_epoch)
     callbacks = [tfmot.sparsity.keras.UpdatePruningStep(), control]
     control.sparsity_guard = None
     if check_sparsity:
@@ -541,6 +628,6 @@ def train_control(kind, model, recorder, x, y=None, *, batch_size=None, data_see
     clone = clone_for_control(model)
     clone.fit(data, steps_per_epoch=steps, epochs=control.total_epochs,
               initial_epoch=control.initial_epoch, validation_data=validation_data,
-              callbacks=callbacks, verbose=0)
+              validation_freq=validation_freq, callbacks=callbacks, verbose=0)
     control.trained_model = clone
     return control

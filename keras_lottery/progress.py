@@ -86,17 +86,30 @@ class ProgressLogger(keras.callbacks.Callback):
         if self._initial_epoch is None:
             self._initial_epoch = epoch  # resumed runs start past 0
 
-    def describe(self, epoch, logs=None):
-        """The progress line after `epoch` (0-based) finished, with `logs` metrics."""
+    def describe(self, epoch, logs=None, position=None):
+        """The progress line after `epoch` (0-based) finished, with `logs` metrics.
+
+        Args:
+          epoch: the fit epoch that finished.
+          logs: its metrics.
+          position: optional `(round, epoch in the round (1-based), the
+            round's epochs)` to show instead of the fixed-length split of
+            `epoch` by `epochs_per_round` (rounds of varying length, e.g.
+            `round_end="converged"`; see `RoundProgress`).
+        """
         total = self.params.get("epochs") if self.params else None
         done = epoch + 1
         parts = [self.prefix] if self.prefix else []
-        if self.epochs_per_round:
-            rnd = epoch // self.epochs_per_round
+        if self.epochs_per_round or position is not None:
+            if position is None:
+                position = (epoch // self.epochs_per_round, epoch % self.epochs_per_round + 1,
+                            self.epochs_per_round)
+            rnd, in_round, of = position
             n_rounds = (self.rounds + 1) if self.rounds is not None else (
-                None if total is None else -(-total // self.epochs_per_round))
+                None if total is None or not self.epochs_per_round
+                else -(-total // self.epochs_per_round))
             parts.append(f"round {rnd}/{'?' if n_rounds is None else n_rounds - 1}")
-            parts.append(f"epoch {epoch % self.epochs_per_round + 1}/{self.epochs_per_round} "
+            parts.append(f"epoch {in_round}/{of} "
                          f"({done}/{total if total is not None else '?'})")
         else:
             parts.append(f"epoch {done}/{total if total is not None else '?'}")
@@ -242,10 +255,11 @@ class RoundProgress(keras.callbacks.Callback):
         return eta_seconds(time.perf_counter() - self._start, steps_done, total)
 
     def _bar_line(self, batch, logs):
-        per_round = self.imp_callback.epochs_per_round
         per_epoch = self.params.get("steps") if self.params else None
         # the callback's own round: with round_end="converged" rounds end at any epoch
         rnd = self.imp_callback.round
+        per_round = (self.imp_callback.round_epochs(rnd) if hasattr(self.imp_callback, "round_epochs")
+                     else self.imp_callback.epochs_per_round)
         in_round = self._epoch - getattr(self.imp_callback, "round_first_epoch", rnd * per_round)
         step = batch + 1
         done = (self._epoch - (self._first_epoch or 0)) * (per_epoch or 0) + step
@@ -273,9 +287,30 @@ class RoundProgress(keras.callbacks.Callback):
         self._shown = True
         self.updates += 1
 
+    def _position(self, epoch):
+        """(round, epoch in the round, the round's epochs) of the fit epoch that just ended.
+
+        Read from the series' callback, which runs first: a round that ended
+        with this epoch is its last row (the callback has moved on to the
+        next round), so rounds of any length (round_end="converged", the
+        controls of such a ticket) are labelled as they were trained.
+        """
+        cb = self.imp_callback
+        history = cb.history
+        if len(history) > self._rows_seen:
+            row = history[-1]
+            row = row.to_dict() if hasattr(row, "to_dict") else dict(row)
+            rnd, in_round = row["round"], row["epochs"]
+        else:
+            rnd = cb.round
+            first = getattr(cb, "round_first_epoch", rnd * cb.epochs_per_round)
+            in_round = epoch - first + 1
+        budget = cb.round_epochs(rnd) if hasattr(cb, "round_epochs") else cb.epochs_per_round
+        return rnd, in_round, budget
+
     def on_epoch_end(self, epoch, logs=None):
         if self.mode == "epoch":
-            self._write(self._epoch_log.describe(epoch, logs) + "\n")
+            self._write(self._epoch_log.describe(epoch, logs, self._position(epoch)) + "\n")
         history = self.imp_callback.history
         if len(history) <= self._rows_seen or self.mode == "none":
             return

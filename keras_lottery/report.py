@@ -373,6 +373,7 @@ SUMMARY_METRICS = (
     "early_stop_val_accuracy",
     "val_accuracy",
     "seconds",
+    "steps",
 )
 
 # series name -> (label, colour, line style, marker)
@@ -666,7 +667,11 @@ def format_comparison(summary, metric="test_accuracy"):
     Columns: round, % of weights remaining, the ticket's accuracy, each
     control's, and the gap (ticket minus control, in points) for each
     control. With several seeds each cell is mean ± sample std over seeds
-    and the line under the table says how many.
+    and the line under the table says how many. When rounds differ in
+    length (`round_end="converged"`), a `steps` column gives each round's
+    steps (the mean over seeds); if a control's steps differ from the
+    ticket's in some round (controls trained to fixed rounds), each series
+    gets its own steps column, so that the mismatch shows.
 
     Args:
       summary: from `summarize` (series "ticket" plus any of "reinit", "random").
@@ -696,14 +701,29 @@ def format_comparison(summary, metric="test_accuracy"):
             return f"{100 * stats['mean']:.1f} ± {100 * stats['std']:.1f}"
         return f"{100 * stats['mean']:.1f}"
 
-    header = ["round", "% weights", COMPARISON_HEADERS["ticket"]]
+    steps = {s: {row["round"]: row["steps"]["mean"] for row in rows if row.get("steps")}
+             for s, rows in summary.items()}
+    same = all(steps[c][r] == steps["ticket"].get(r) for c in controls for r in steps[c])
+    step_series = (list(summary) if not same
+                   else ["ticket"] if len(set(steps["ticket"].values())) > 1 else [])
+
+    def steps_cell(series, rnd):
+        value = steps[series].get(rnd)
+        return "-" if value is None else f"{value:.0f}" if value == int(value) else f"{value:.1f}"
+
+    header = ["round", "% weights"]
+    header += [f"steps {COMPARISON_HEADERS.get(s, s)}" if len(step_series) > 1 else "steps"
+               for s in step_series]
+    header += [COMPARISON_HEADERS["ticket"]]
     header += [COMPARISON_HEADERS.get(c, c) for c in controls]
     header += [f"gap vs {COMPARISON_HEADERS.get(c, c)}" if len(controls) > 1 else "gap"
                for c in controls]
     lines = [header]
     for row in summary["ticket"]:
         rnd = row["round"]
-        line = [str(rnd), f"{100 * row['weights_remaining']['mean']:.1f}", cell(row.get(metric))]
+        line = [str(rnd), f"{100 * row['weights_remaining']['mean']:.1f}"]
+        line += [steps_cell(s, rnd) for s in step_series]
+        line.append(cell(row.get(metric)))
         gaps = []
         for control in controls:
             other = by_round[control].get(rnd)
@@ -721,4 +741,6 @@ def format_comparison(summary, metric="test_accuracy"):
         note += f", mean ± std over {n_seeds} seeds"
     if controls:
         note += "; gap = ticket - control, in points"
+    if step_series:
+        note += "; steps: training steps of the round"
     return "\n".join(text + [note])

@@ -221,6 +221,57 @@ def test_resume_after_a_kill_mid_round_is_bit_identical(converged_run, tmp_path)
     assert fit.epoch == [] and len(again.history) == ROUNDS + 1
 
 
+class _RoundStarts(keras.callbacks.Callback):
+    """Records the fit epoch at which each round of a series starts."""
+
+    def __init__(self, imp_callback):
+        super().__init__()
+        self.imp_callback, self.starts = imp_callback, {}
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.starts.setdefault(self.imp_callback.round, epoch)
+
+
+@pytest.mark.parametrize("kind", ["reinit", "random"])
+def test_a_control_trains_each_round_as_long_as_the_converged_ticket(converged_run, kind):
+    imp, model, _, would_be, _, _ = converged_run
+    x, y = _data()
+    recorder = kl.TicketRecorder(imp.callback)
+    recorder.masks = {r: would_be.rounds[r]["start"] for r in range(ROUNDS + 1)}
+    starts = []
+    control = kl.train_control(kind, model, recorder, x, y, batch_size=BATCH, data_seed=0, seed=1,
+                               check_sparsity=1,
+                               callbacks=[lambda c: starts.append(_RoundStarts(c)) or starts[-1]])
+    ticket_steps = [r.steps for r in imp.history]
+    assert len(set(ticket_steps)) > 1  # not vacuous: the ticket's rounds differ in length
+    assert [r.round for r in control.history] == list(range(1, ROUNDS + 1))
+    assert [r.steps for r in control.history] == ticket_steps[1:]
+    assert [r.epochs for r in control.history] == [r.epochs for r in imp.history[1:]]
+    # each round starts at the chunk the ticket's did: the same batches (chunked_batches)
+    ticket_starts = np.cumsum([0] + [r.epochs for r in imp.history])[:-1]
+    assert starts[0].starts == {r: int(ticket_starts[r]) for r in range(1, ROUNDS + 1)}
+    # the pruned weights were zero after every batch of every round
+    assert control.sparsity_guard.every == 1
+    assert control.sparsity_guard.checks == sum(ticket_steps[1:])
+    for rnd, masks in control.masks_used.items():
+        for name, mask in masks.items():
+            assert mask.sum() == would_be.rounds[rnd]["start"][name].sum()
+    assert control.run_config["round_end"] == "converged"
+
+
+def test_a_control_of_an_unfinished_converged_ticket_is_refused(converged_run):
+    imp, _, _, would_be, _, _ = converged_run
+    recorder = kl.TicketRecorder(imp.callback)
+    recorder.masks = {r: would_be.rounds[r]["start"] for r in range(ROUNDS + 1)}
+    saved = list(imp.callback.history)
+    try:
+        imp.callback.history = saved[:-1]
+        with pytest.raises(ValueError, match=r"history holds rounds \[0, 1, 2\], not 0..3"):
+            kl.ControlCallback("reinit", recorder)
+    finally:
+        imp.callback.history = saved
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(round_end="early"), "round_end must be one of"),
     (dict(converge_every=0), "converge_every must be an integer"),
@@ -269,7 +320,6 @@ def test_cli_defaults_match_the_library():
     (["--round-end", "converged", "--converge-every", "0"], "--converge-every must be >= 1"),
     (["--round-end", "converged", "--converge-patience", "0"], "--converge-patience must be >= 1"),
     (["--converge-tol", "0.1"], "only apply with --round-end converged"),
-    (["--round-end", "converged"], "pass --controls none"),
     (["--round-end", "converged", "--controls", "none", "--seeds", "2"], "drop --seeds"),
 ])
 def test_cli_refuses_bad_round_end_flags(flags, match, tmp_path, capsys):
@@ -292,3 +342,70 @@ def test_cli_run_converged(tmp_path, capsys):
     # 180 training examples: 3 batches per epoch, a budget of 6 steps -> 2 chunks of 5
     assert rows[0]["converged_step"] == rows[0]["steps"] == 5  # tol 0.5: at the first check
     assert rows[-1]["converged_step"] is None and rows[-1]["steps"] == 10
+
+
+def _series_epoch_lines(text):
+    """(series, round) -> [(round, epoch in round, of)] from `--progress epoch` output."""
+    import re
+
+    found, pending = {}, []
+    for line in text.splitlines():
+        epoch = re.match(r"round (\d+)/\d+ · epoch (\d+)/(\d+) \(", line)
+        row = re.match(r"\s*(ticket|reinit|random)\s+round\s+(\d+)/\d+ ", line)
+        if epoch:
+            pending.append(tuple(int(g) for g in epoch.groups()))
+        elif row:
+            found[(row.group(1), int(row.group(2)))] = pending
+            pending = []
+    return found
+
+
+def test_cli_run_converged_with_controls(tmp_path, capsys):
+    # fails on the old code: 'pass --controls none' (refused); with the refusal
+    # lifted alone, the controls trained [9, 9] steps for the ticket's [2, 6]; the
+    # rerun below was refused: "--epochs-per-round: 3 -> 2" (chunks vs epochs of data)
+    out = str(tmp_path / "run")
+    flags = ["run", "--num-samples", "400", "--rounds", "2", "--epochs-per-round", "2",
+             "--round-end", "converged", "--converge-every", "2", "--converge-tol", "0.5",
+             "--converge-patience", "1", "--controls", "reinit,random", "--progress", "epoch",
+             "--check-sparsity", "1", "--out", out]
+    assert main(flags) == 0
+    printed = capsys.readouterr().out
+    ticket = kl.report.read_json(os.path.join(out, "imp_report.json"))["history"]
+    steps = [r["steps"] for r in ticket]
+    # 180 training examples: 3 batches per epoch, a budget of 6 steps -> 3 chunks of 2
+    assert steps[-1] == 6 and min(steps[:-1]) < 6   # rounds cut short, the last one not
+    rows = {}
+    for kind in ("reinit", "random"):
+        rows[kind] = kl.report.read_json(
+            os.path.join(out, "seed_0", kind, "imp_report.json"))["history"]
+        assert [r["round"] for r in rows[kind]] == [1, 2]
+        assert [r["steps"] for r in rows[kind]] == steps[1:]
+        assert [r["epochs"] for r in rows[kind]] == [r["epochs"] for r in ticket[1:]]
+    # summary and table carry each series' steps per round
+    summary = kl.report.read_json(os.path.join(out, "summary.json"))["summary"]
+    for series, srows in summary.items():
+        assert [r["steps"]["mean"] for r in srows] == steps[3 - len(srows):]
+    table = printed[printed.index("round  % weights"):].splitlines()
+    assert table[0].split()[:5] == ["round", "%", "weights", "steps", "ticket"]
+    assert [line.split()[2] for line in table[2:5]] == [str(s) for s in steps]
+    # --progress epoch: every fit epoch labelled with its own round, 1..n of that round
+    lines = _series_epoch_lines(printed)
+    for series, history in [("ticket", ticket)] + list(rows.items()):
+        for r in history:
+            got = lines[(series, r["round"])]
+            budget = 3 if series == "ticket" else r["epochs"]
+            assert got == [(r["round"], e, budget) for e in range(1, r["epochs"] + 1)], series
+    # an interrupted control is trained again on the resumed ticket (history from
+    # the checkpoint, masks from ticket_masks/), as the uninterrupted run did
+    os.remove(os.path.join(out, "seed_0", "random", "imp_report.json"))
+    assert main(flags) == 0
+    capsys.readouterr()
+    again = kl.report.read_json(os.path.join(out, "seed_0", "random", "imp_report.json"))["history"]
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
+    assert strip(again) == strip(rows["random"])
+    # a changed budget is still refused before any step (by the checkpoint's own check)
+    changed = [f if f != "2" or flags[i - 1] != "--epochs-per-round" else "3"
+               for i, f in enumerate(flags)]
+    assert main(changed) == 2
+    assert "epochs_per_round: 3 -> 5" in capsys.readouterr().err

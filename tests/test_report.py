@@ -235,3 +235,28 @@ def test_format_table_takes_imp_history_as_it_is():
     assert text == report.format_table([r.to_dict() for r in history])
     header, _, _, last = text.splitlines()
     assert "% all params" in header and "50.0%" in last and "52.2%" in last
+
+
+def test_format_comparison_shows_the_steps_of_rounds_of_varying_length():
+    def rows(values, steps):
+        out = _summary_rows(values)
+        for row in out:
+            row["steps"] = {"mean": float(steps[row["round"]])}
+        return out
+
+    # an Early-Bird run: rounds cut short, the controls follow the ticket's lengths
+    summary = {"ticket": rows({0: [0.6], 1: [0.61], 2: [0.6]}, {0: 8, 1: 12, 2: 40}),
+               "reinit": rows({1: [0.58], 2: [0.45]}, {1: 12, 2: 40})}
+    text = report.format_comparison(summary).splitlines()
+    assert text[0].split() == ["round", "%", "weights", "steps", "ticket", "re-init", "gap"]
+    assert text[3].split() == ["1", "80.0", "12", "61.0", "58.0", "+3.0"]
+    assert text[-1].endswith("; steps: training steps of the round")
+    # a control trained to other lengths than the ticket's: every series' steps show
+    summary["reinit"] = rows({1: [0.58], 2: [0.45]}, {1: 40, 2: 40})
+    text = report.format_comparison(summary).splitlines()
+    assert text[0].split()[3:7] == ["steps", "ticket", "steps", "re-init"]
+    assert text[3].split()[:4] == ["1", "80.0", "12", "40"]
+    # fixed rounds: no steps column, as before
+    summary = {"ticket": rows({0: [0.6], 1: [0.61]}, {0: 40, 1: 40}),
+               "reinit": rows({1: [0.58]}, {1: 40})}
+    assert "steps" not in report.format_comparison(summary)

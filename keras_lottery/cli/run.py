@@ -204,15 +204,9 @@ def check_args(args):
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}.")
     check_round_end_args(args)
-    if args.round_end == "converged":
-        if args.seeds is not None:
-            raise ValueError("--round-end converged runs one seed at a time: drop --seeds "
-                             "(and run the command once per --seed).")
-        if parse_controls(args.controls):
-            raise ValueError(
-                f"--round-end converged trains only the last round to its whole budget, so "
-                f"--controls {args.controls} (each round's masks trained to the whole budget) "
-                "would not compare like with like: pass --controls none.")
+    if args.round_end == "converged" and args.seeds is not None:
+        raise ValueError("--round-end converged runs one seed at a time: drop --seeds "
+                         "(and run the command once per --seed).")
     if args.num_samples is not None and args.dataset != "mnist1d":
         raise ValueError(f"--num-samples {args.num_samples} applies to --dataset mnist1d only "
                          f"({args.dataset} has its fixed training and test sets): drop it.")
@@ -284,6 +278,11 @@ def _check_resume(resume_dir, config):
     if meta is None:
         return
     keys = [k for k in config if k not in resume.IGNORED_SETTINGS]
+    if config.get("round_end") == "converged":
+        # the checkpoint's epochs_per_round is the IMPCallback's: a round's budget in
+        # chunks of --converge-every steps, not --epochs-per-round's epochs of data;
+        # RoundCheckpoint compares it (and refuses a changed budget) before any step
+        keys.remove("epochs_per_round")
     diff = resume.settings_diff(meta["config"], {k: config[k] for k in keys}, keys=keys)
     if diff:
         names = {k: _flag(k) for k in keys}
@@ -520,7 +519,7 @@ def run(args):
                 kind, model, recorder, x, y, batch_size=args.batch_size, data_seed=args.seed,
                 seed=args.seed, validation_data=val, test_data=test, eval_every=args.eval_every,
                 report_dir=control_dirs[kind], verbose=0, run_config=dict(config, series=kind),
-                check_sparsity=args.check_sparsity,
+                check_sparsity=args.check_sparsity, validation_freq=validation_freq,
                 callbacks=[lambda control, kind=kind: kl.progress.RoundProgress(
                     control, kind, mode=progress_mode(args))])
     summary = report.write_summary(args.out, title=title)
