@@ -35,7 +35,10 @@ control's pruned weights are exactly zero (a `SparsityGuard`).
 
 Each control is one `fit` over rounds 1..R (nothing retraced between rounds),
 driven by `ControlCallback`, which reports a `RoundResult` per round exactly
-like `IMPCallback`.
+like `IMPCallback`. Every control round trains as long as the ticket's round
+did: for an Early-Bird ticket (`IMP(round_end="converged")`), whose rounds end
+at different chunks, each round's own length, ending at the chunk boundary the
+ticket's round ended at (see `ControlCallback`).
 """
 
 import logging
