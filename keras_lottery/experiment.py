@@ -162,6 +162,11 @@ class ExperimentSettings:
       resume: checkpoint every finished round of each seed's ticket (in
         OUT/seed_<s>/ticket/resume) so that a rerun continues an interrupted
         ticket from its last finished round instead of starting the seed over.
+      round_end, converge_every, converge_tol, converge_patience: as for
+        `IMP` (`"converged"`: Early-Bird rounds; a round's budget is then
+        `epochs_per_round` epochs of data in chunks of `converge_every`
+        steps, and the controls train each round as long as the seed's
+        ticket did, see `controls.ControlCallback`).
 
     Raises:
       ValueError: for a value out of range, naming the field and the fix.
@@ -195,6 +200,10 @@ class ExperimentSettings:
     block_score: str = "l2"
     resume: bool = False
     block_layers: object = "all"
+    round_end: str = "epochs"
+    converge_every: int = None
+    converge_tol: float = None
+    converge_patience: int = None
 
     def __post_init__(self):
         for key in ("rounds", "epochs_per_round", "batch_size"):
@@ -219,7 +228,11 @@ class ExperimentSettings:
         from keras_lottery.progress import PROGRESS_MODES
         from keras_lottery.schedule import parse_rewind
 
-        parse_rewind(self.rewind)  # raises for a malformed rewind point
+        from keras_lottery.convergence import make_criterion
+
+        # raises for a malformed rewind point, or a bad round_end / converge_* setting
+        make_criterion(self.round_end, self.converge_every, self.converge_tol,
+                       self.converge_patience, parse_rewind(self.rewind))
         self.rewind = str(self.rewind)
         if self.scope not in SCOPES:
             raise ValueError(f"ExperimentSettings.scope must be one of {SCOPES}, got {self.scope!r}.")
@@ -336,12 +349,19 @@ def run_experiment(build_model, compile_model, train, val, test, out, settings, 
         keras.utils.set_random_seed(seed)
         imp = IMP(rounds=s.rounds, prune_rate=s.prune_rate, rewind=s.rewind, scope=s.scope,
                   layer_rates=s.layer_rates, output_layer_rate=s.output_layer_rate,
-                  block=s.block, block_score=s.block_score, block_layers=s.block_layers)
+                  block=s.block, block_score=s.block_score, block_layers=s.block_layers,
+                  round_end=s.round_end, converge_every=s.converge_every,
+                  converge_tol=s.converge_tol, converge_patience=s.converge_patience)
         model = imp.wrap(build_model(seed))
         if "reinit" in s.controls:  # a weight it cannot redraw: refused before the ticket trains
             controls_lib.weight_initializers(model)
         compile_model(model)
-        epochs = imp.epochs(per_round=s.epochs_per_round)
+        per_epoch = -(-len(x) // s.batch_size)
+        if imp.convergence is None:
+            epochs, validation_freq = imp.epochs(per_round=s.epochs_per_round), 1
+        else:  # a round's budget in chunks; validate about once per epoch of data
+            epochs = imp.fit_kwargs(steps_per_round=s.epochs_per_round * per_epoch)["epochs"]
+            validation_freq = max(1, per_epoch // imp.chunk_steps)
         resume_dir = os.path.join(dirs["ticket"], "resume") if s.resume else None
         start = resume_lib.initial_epoch(resume_dir) if resume_dir else 0
         callbacks = imp.callbacks(test_data=test, report_dir=dirs["ticket"], verbose=0,
@@ -353,9 +373,17 @@ def run_experiment(build_model, compile_model, train, val, test, out, settings, 
             callbacks.append(RoundMaskWriter(imp.callback, masks_dir))
         callbacks.append(RoundProgress(recorder.imp_callback, f"ticket s{seed}"
                                        if several else "ticket", mode=s.progress))
-        data, steps = controls_lib.ordered_batches(x, y, s.batch_size, seed=seed, start_epoch=start)
+        if imp.convergence is None:
+            data, steps = controls_lib.ordered_batches(x, y, s.batch_size, seed=seed,
+                                                       start_epoch=start)
+        else:
+            from keras_lottery.convergence import chunked_batches
+
+            data, steps = chunked_batches(x, y, s.batch_size, imp.chunk_steps, seed=seed,
+                                          start_chunk=start)
         model.fit(data, steps_per_epoch=steps, epochs=epochs, initial_epoch=start,
-                  validation_data=val, callbacks=callbacks + [recorder], verbose=0)
+                  validation_data=val, validation_freq=validation_freq,
+                  callbacks=callbacks + [recorder], verbose=0)
         if s.resume:  # a resumed fit saw only its last rounds
             recorder.masks = load_round_masks(masks_dir, s.rounds)
         if s.save_model:
@@ -371,7 +399,7 @@ def run_experiment(build_model, compile_model, train, val, test, out, settings, 
                 kind, model, recorder, x, y, batch_size=s.batch_size, data_seed=seed, seed=seed,
                 validation_data=val, test_data=test, eval_every=s.eval_every,
                 report_dir=dirs[kind], verbose=0, run_config=dict(config, series=kind),
-                check_sparsity=s.check_sparsity,
+                check_sparsity=s.check_sparsity, validation_freq=validation_freq,
                 callbacks=[lambda control, kind=kind: RoundProgress(
                     control, f"{kind} s{seed}" if several else kind, mode=s.progress)])
             if s.verbose:

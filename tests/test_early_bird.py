@@ -320,7 +320,6 @@ def test_cli_defaults_match_the_library():
     (["--round-end", "converged", "--converge-every", "0"], "--converge-every must be >= 1"),
     (["--round-end", "converged", "--converge-patience", "0"], "--converge-patience must be >= 1"),
     (["--converge-tol", "0.1"], "only apply with --round-end converged"),
-    (["--round-end", "converged", "--controls", "none", "--seeds", "2"], "drop --seeds"),
 ])
 def test_cli_refuses_bad_round_end_flags(flags, match, tmp_path, capsys):
     assert main(["run", "--out", str(tmp_path), *flags]) == 2
@@ -409,3 +408,25 @@ def test_cli_run_converged_with_controls(tmp_path, capsys):
                for i, f in enumerate(flags)]
     assert main(changed) == 2
     assert "epochs_per_round: 3 -> 5" in capsys.readouterr().err
+
+
+def test_cli_run_converged_over_seeds_with_controls(tmp_path, capsys):
+    # fails on the old code: '--round-end converged runs one seed at a time: drop --seeds'
+    out = str(tmp_path / "seeds")
+    assert main(["run", "--num-samples", "400", "--rounds", "2", "--epochs-per-round", "2",
+                 "--round-end", "converged", "--converge-every", "2", "--converge-tol", "0.5",
+                 "--converge-patience", "1", "--controls", "reinit", "--seeds", "2",
+                 "--check-sparsity", "1", "--progress", "none", "--out", out]) == 0
+    capsys.readouterr()
+    steps = {}
+    for seed in (0, 1):
+        for series in ("ticket", "reinit"):
+            payload = kl.report.read_json(os.path.join(out, f"seed_{seed}", series, "imp_report.json"))
+            assert payload["config"]["round_end"] == "converged"
+            steps[seed, series] = [r["steps"] for r in payload["history"]]
+        assert steps[seed, "ticket"][-1] == 6 and min(steps[seed, "ticket"][:-1]) < 6
+        assert steps[seed, "reinit"] == steps[seed, "ticket"][1:]
+    summary = kl.report.read_json(os.path.join(out, "summary.json"))["summary"]
+    for series, rows in summary.items():
+        assert [r["steps"]["mean"] for r in rows] == [
+            np.mean([steps[seed, series][i] for seed in (0, 1)]) for i in range(len(rows))]

@@ -27,7 +27,8 @@ def _settings(**kw):
 def test_settings_round_trip_through_json():
     settings = _settings(seeds=range(3, 5), controls="reinit, random", rewind="2it",
                          layer_rates={"fc1": 0.3}, output_layer_rate=0.1, eval_every=2,
-                         run_config={"dataset": "x"}, block="4x1", resume=True)
+                         run_config={"dataset": "x"}, block="4x1", resume=True,
+                         round_end="converged", converge_every=3, converge_tol=0.2)
     assert settings.seeds == (3, 4) and settings.controls == ("reinit", "random")
     assert settings.block == (4, 1)
     config = json.loads(json.dumps(settings.get_config()))
@@ -47,6 +48,8 @@ def test_settings_round_trip_through_json():
     ("eval_every", 0, r"eval_every must be an integer >= 1 or None"),
     ("progress", "loud", r"progress must be one of"),
     ("block_score", "l3", r"block_score must be one of"),
+    ("round_end", "early", r"round_end must be one of"),
+    ("converge_tol", 0.1, r"only apply with round_end='converged'"),
 ])
 def test_bad_settings_are_refused_when_made(field, value, message):
     with pytest.raises(ValueError, match=message):
@@ -68,12 +71,19 @@ class _Interrupt(Exception):
     pass
 
 
-def test_resume_continues_an_interrupted_ticket_from_its_last_round(tmp_path, monkeypatch):
+# Early-Bird: 4 steps per epoch, a budget of 2 chunks of 2 steps; rounds 0 and 1 end
+# at their first check (tol 0.5), so round 2 starts at fit epoch 2 as with fixed rounds
+CONVERGED = dict(round_end="converged", converge_every=2, converge_tol=0.5, converge_patience=1)
+
+
+@pytest.mark.parametrize("rounds", ["fixed", "converged"])
+def test_resume_continues_an_interrupted_ticket_from_its_last_round(tmp_path, monkeypatch, rounds):
     """An interrupted ticket (resume=True) continues at its last finished round; same result."""
     from keras_lottery import progress
 
     train, val = _data()
-    settings = _settings(controls=("reinit",), resume=True, verbose=0)
+    settings = _settings(controls=("reinit",), resume=True, verbose=0,
+                         **(CONVERGED if rounds == "converged" else {}))
 
     def run(out):
         return experiment.run_experiment(lambda s: small_mlp(seed=s), compile_model, train, val,
@@ -100,6 +110,10 @@ def test_resume_continues_an_interrupted_ticket_from_its_last_round(tmp_path, mo
     for series in ("ticket", "reinit"):
         assert ([r["test_accuracy"] for r in resumed[series]]
                 == [r["test_accuracy"] for r in whole[series]])
+        assert [r["steps"] for r in resumed[series]] == [r["steps"] for r in whole[series]]
+    if rounds == "converged":  # the control followed the ticket's cut-short rounds
+        assert [r["steps"]["mean"] for r in whole["ticket"]] == [2, 2, 4]
+        assert [r["steps"]["mean"] for r in whole["reinit"]] == [2, 4]
     begun.clear()
     run(tmp_path / "cut")  # finished: nothing trains again
     assert begun == []

@@ -204,9 +204,6 @@ def check_args(args):
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}.")
     check_round_end_args(args)
-    if args.round_end == "converged" and args.seeds is not None:
-        raise ValueError("--round-end converged runs one seed at a time: drop --seeds "
-                         "(and run the command once per --seed).")
     if args.num_samples is not None and args.dataset != "mnist1d":
         raise ValueError(f"--num-samples {args.num_samples} applies to --dataset mnist1d only "
                          f"({args.dataset} has its fixed training and test sets): drop it.")
@@ -402,7 +399,7 @@ def run_seeds(args):
         batch_size=args.batch_size, seeds=seeds, controls=kinds, rewind=args.rewind,
         scope=args.scope,
         output_layer_rate=None if args.output_rate is None or args.output_rate < 0 else args.output_rate,
-        **_block_kwargs(args),
+        **_block_kwargs(args), **round_end_config(args),
         eval_every=args.eval_every, verbose=0 if args.quiet else 1, run_config=config,
         title=f"{args.model} on {args.dataset}: IMP, rewind {args.rewind}", save_model=True,
         check_sparsity=args.check_sparsity, progress=progress_mode(args))
