@@ -341,6 +341,11 @@ def test_cli_run_converged(tmp_path, capsys):
     # 180 training examples: 3 batches per epoch, a budget of 6 steps -> 2 chunks of 5
     assert rows[0]["converged_step"] == rows[0]["steps"] == 5  # tol 0.5: at the first check
     assert rows[-1]["converged_step"] is None and rows[-1]["steps"] == 10
+    # the printed table gives each round's length (fails on the old code: no steps column)
+    table = capsys.readouterr().out
+    table = table[table.index("    round"):].splitlines()
+    assert table[0].split()[:2] == ["round", "steps"]
+    assert [line.split()[1] for line in table[2:5]] == ["5", "5", "10"]
 
 
 def _series_epoch_lines(text):

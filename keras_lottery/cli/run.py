@@ -354,7 +354,10 @@ def print_result(args, summary, started, trained):
         print(report.format_comparison(summary))
     elif args.seeds is None:  # the ticket alone: its per-round table
         rows = report.read_json(os.path.join(args.out, "imp_report.json"))["history"]
-        print(report.format_table(rows))
+        columns = list(report.TABLE_COLUMNS)
+        if len({row.get("steps") for row in rows}) > 1:  # Early-Bird rounds: their lengths
+            columns.insert(1, ("steps", "steps", "{:d}"))
+        print(report.format_table(rows, columns))
     else:
         print(report.format_summary(summary))
     took = time.perf_counter() - started
