@@ -49,7 +49,11 @@ class ProgressLogger(keras.callbacks.Callback):
     """Logs "round i/R · epoch e/E · metrics · elapsed · ETA" as training goes.
 
     Args:
-      epochs_per_round: epochs of one IMP round (None: no round column).
+      epochs_per_round: epochs of one IMP round (None: no round column). On
+        its own the logger splits fit epochs into rounds of this fixed
+        length; for rounds of varying length (`round_end="converged"` and
+        the controls of such a ticket) use `RoundProgress(mode="epoch")`,
+        which labels each epoch from the series' callback.
       rounds: pruning rounds after the dense round 0 (the run has rounds + 1).
       every: log every `every` epochs (the last epoch of a round always logs).
       prefix: text put before each line, e.g. "trial 2/10".
