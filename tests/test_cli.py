@@ -321,6 +321,19 @@ def test_too_few_samples_is_refused(tmp_path, capsys):
     assert "--num-samples 5 applies to --dataset mnist1d only" in err and "drop it" in err
 
 
+@pytest.mark.parametrize("command", ["stability", "tune"])
+def test_stability_and_tune_check_num_samples_as_run_does(tmp_path, capsys, command):
+    """On the old code both ignored --num-samples with Fashion-MNIST (the whole dataset
+    trained) and took --num-samples 10 (a traceback from the loss)."""
+    out = ["--out", str(tmp_path / command)]
+    assert main([command, "--dataset", "fashion_mnist", "--num-samples", "5"] + out) == 2
+    err = capsys.readouterr().err
+    assert "--num-samples 5 applies to --dataset mnist1d only" in err and "drop it" in err
+    assert main([command, "--num-samples", "10"] + out) == 2
+    assert "--num-samples 10 is too few" in capsys.readouterr().err
+    assert not (tmp_path / command).exists()
+
+
 @pytest.mark.parametrize("under", [False, True])
 def test_out_that_is_or_lies_under_a_file_is_refused_before_training(tmp_path, capsys, under):
     """On the old code this failed only after round 0 had trained."""

@@ -16,6 +16,37 @@ def add_local_data_args(parser, dataset_default, dataset_help):
                         help="folder with Fashion-MNIST IDX .gz files")
 
 
+#: MNIST-1D examples a run needs: ~7 training examples per class after the splits
+MIN_SAMPLES = 100
+
+
+def add_num_samples_arg(parser, default):
+    """`--num-samples` (MNIST-1D only); resolve it with `resolve_num_samples`."""
+    parser.add_argument("--num-samples", type=int, default=None,
+                        help=f"MNIST-1D examples generated, training + test (default: {default}; "
+                        "--dataset mnist1d only: the other datasets have fixed splits)")
+
+
+def resolve_num_samples(args, default):
+    """Sets `args.num_samples` to the value used (None unless MNIST-1D) or refuses it.
+
+    Raises:
+      ValueError: `--num-samples` with another dataset (it would be silently
+        ignored) or fewer than `MIN_SAMPLES`.
+    """
+    if args.num_samples is not None and args.dataset != "mnist1d":
+        raise ValueError(f"--num-samples {args.num_samples} applies to --dataset mnist1d only "
+                         f"({args.dataset} has its fixed training and test sets): drop it.")
+    if args.dataset != "mnist1d":
+        return
+    if args.num_samples is None:
+        args.num_samples = default
+    if args.num_samples < MIN_SAMPLES:
+        raise ValueError(f"--num-samples {args.num_samples} is too few: MNIST-1D splits "
+                         "them into training, validation and test sets of 10 classes; pass "
+                         f"at least {MIN_SAMPLES} (default {default}).")
+
+
 def add_model_arg(parser, default, help_text, choices=MODELS):
     """`--model`, one of the built-in networks."""
     parser.add_argument("--model", default=default, choices=list(choices), help=help_text)

@@ -12,8 +12,10 @@ from keras_lottery.cli._args import (
     add_block_args,
     add_local_data_args,
     add_model_arg,
+    add_num_samples_arg,
     add_round_end_args,
     check_round_end_args,
+    resolve_num_samples,
     round_end_config,
 )
 
@@ -85,10 +87,7 @@ def register(subparsers):
     p.add_argument("--optimizer", default=DEFAULTS["optimizer"], choices=["adam", "sgd"], help="(default: %(default)s)")
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="learning rate (default: %(default)s)")
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="random seed (default: %(default)s)")
-    p.add_argument("--num-samples", type=int, default=None,
-                   help="MNIST-1D examples generated, training + test (default: "
-                   f"{DEFAULTS['num_samples']}; --dataset mnist1d only: Fashion-MNIST has its "
-                   "fixed 60000 / 10000 split)")
+    add_num_samples_arg(p, DEFAULTS["num_samples"])
     p.add_argument("--test-fraction", type=float, default=None,
                    help="MNIST-1D examples kept for the test set (default: "
                    f"{DEFAULTS['test_fraction']}, i.e. 4500 test examples for the default "
@@ -136,7 +135,6 @@ def register(subparsers):
 
 
 STEPS_PER_EXECUTION = 25
-MIN_SAMPLES = 100  # MNIST-1D: ~7 training examples per class after the test/validation splits
 
 
 def _flag(key):
@@ -204,16 +202,7 @@ def check_args(args):
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}.")
     check_round_end_args(args)
-    if args.num_samples is not None and args.dataset != "mnist1d":
-        raise ValueError(f"--num-samples {args.num_samples} applies to --dataset mnist1d only "
-                         f"({args.dataset} has its fixed training and test sets): drop it.")
-    if args.dataset == "mnist1d":  # recorded in the run config: the value used
-        if args.num_samples is None:
-            args.num_samples = DEFAULTS["num_samples"]
-        if args.num_samples < MIN_SAMPLES:
-            raise ValueError(f"--num-samples {args.num_samples} is too few: MNIST-1D splits "
-                             "them into training, validation and test sets of 10 classes; pass "
-                             f"at least {MIN_SAMPLES} (default {DEFAULTS['num_samples']}).")
+    resolve_num_samples(args, DEFAULTS["num_samples"])  # recorded in the run config: the value used
     if args.data_dir is not None:
         if args.dataset != "fashion_mnist":
             raise ValueError(f"--data-dir {args.data_dir} applies to --dataset fashion_mnist "

@@ -4,7 +4,12 @@ import logging
 import os
 import time
 
-from keras_lottery.cli._args import add_local_data_args, add_model_arg
+from keras_lottery.cli._args import (
+    add_local_data_args,
+    add_model_arg,
+    add_num_samples_arg,
+    resolve_num_samples,
+)
 
 logger = logging.getLogger("keras_lottery")
 
@@ -20,6 +25,7 @@ DEFAULTS = dict(
     threshold=0.02,
     points=30,
     bn_examples=2048,
+    num_samples=5000,
     seed=0,
     out=os.path.join("runs", "stability"),
 )
@@ -63,7 +69,7 @@ def register(subparsers):
                    help="linear warm-up steps (default: %(default)s)")
     p.add_argument("--train-size", type=int, default=None, help="use only this many training examples")
     p.add_argument("--test-size", type=int, default=None, help="evaluate on only this many test examples")
-    p.add_argument("--num-samples", type=int, default=5000, help="MNIST-1D examples (default: %(default)s)")
+    add_num_samples_arg(p, DEFAULTS["num_samples"])
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="initialization seed (default: %(default)s)")
     p.add_argument("--out", default=DEFAULTS["out"], help="report folder (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="print only the final table")
@@ -97,6 +103,7 @@ def run(args):
     from keras_lottery.cli.run import check_learning_rate, check_out
 
     check_learning_rate("--lr", args.lr, DEFAULTS["lr"])
+    resolve_num_samples(args, DEFAULTS["num_samples"])
     check_out(args.out)
     train, test = _load(args)
     keras.utils.set_random_seed(args.seed)

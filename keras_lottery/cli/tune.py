@@ -4,11 +4,18 @@ import logging
 import os
 import time
 
-from keras_lottery.cli._args import MODELS, SCOPES, add_model_arg
+from keras_lottery.cli._args import (
+    MODELS,
+    SCOPES,
+    add_model_arg,
+    add_num_samples_arg,
+    resolve_num_samples,
+)
 
 logger = logging.getLogger("keras_lottery")
 
 TUNER_CHOICES = ("random", "hyperband", "bayesian")
+NUM_SAMPLES = 5000  # MNIST-1D examples, training + test
 TRIAL_COLUMNS = (
     ("trial", "trial", "{}"),
     ("status", "status", "{}"),
@@ -39,7 +46,7 @@ def register(subparsers):
                    help="mnist1d (generated), fashion_mnist (tfds, else local IDX files) or any "
                    "prepared tfds image classification dataset (default: %(default)s)")
     p.add_argument("--data-dir", default=None, help="tfds data folder / folder with the Fashion-MNIST IDX files")
-    p.add_argument("--num-samples", type=int, default=5000, help="MNIST-1D examples, train+test (default: %(default)s)")
+    add_num_samples_arg(p, NUM_SAMPLES)
     p.add_argument("--val-fraction", type=float, default=0.1, help="training data held out for validation (default: %(default)s)")
     add_model_arg(p, "lenet", "network (default: %(default)s)", choices=MODELS[:4])
     p.add_argument("--target", type=float, default=0.1, help="weights remaining of the ticket, in (0, 1) (default: %(default)s)")
@@ -91,6 +98,7 @@ def _check(args):
     check_learning_rate("--lr-max", args.lr_max, 3e-3)
     if args.lr_min > args.lr_max:
         raise ValueError(f"--lr-min {args.lr_min} is above --lr-max {args.lr_max}: swap them.")
+    resolve_num_samples(args, NUM_SAMPLES)
     check_out(args.out)
     if not args.objective.startswith(("val_", "test_")):
         raise ValueError(f"--objective must be a validation or test metric (val_accuracy, "
