@@ -4,6 +4,7 @@ The CPU is split into two logical devices before TensorFlow initializes, so
 MirroredStrategy tests run on any machine; single-device code uses /CPU:0.
 """
 
+import contextlib
 import importlib.util
 import os
 import pathlib
@@ -78,6 +79,27 @@ def compile_model(model, optimizer=None):
         ["accuracy"],
     )
     return model
+
+
+def check_nadam_resume_refused(x, y, folder, strategy=None):
+    """A resumable IMP run with the current-API Nadam is refused before its first
+    step (under `strategy` when given); the same run with legacy Nadam trains."""
+    import keras_lottery as kl
+
+    for optimizer, refused in ((keras.optimizers.Nadam, True), (keras.optimizers.legacy.Nadam, False)):
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            imp = kl.IMP(rounds=1, prune_rate=0.5)
+            model = imp.wrap(small_mlp(0))
+            model.compile(optimizer(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        epochs = imp.epochs(per_round=1)
+        callbacks = imp.callbacks(verbose=0, resume_dir=os.path.join(folder, optimizer.__module__))
+        if refused:
+            with pytest.raises(ValueError, match="legacy.Nadam"):
+                model.fit(x, y, batch_size=40, epochs=epochs, callbacks=callbacks, verbose=0)
+            assert int(model.optimizer.iterations.numpy()) == 0
+        else:
+            model.fit(x, y, batch_size=40, epochs=epochs, callbacks=callbacks, verbose=0)
+            assert len(imp.history) == 2
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ conftest), where a restore must reach every replica.
 import numpy as np
 import pytest
 
-from conftest import small_mlp
+from conftest import check_nadam_resume_refused, small_mlp
 
 import keras_lottery as kl
 from keras_lottery._keras import keras
@@ -107,17 +107,4 @@ def test_resumable_run_with_nadam_under_mirrored_strategy_is_refused(tiny_data, 
     """Creating Nadam's state before the first step (what a resume does) makes
     the replicas' momentum-schedule products diverge; legacy Nadam is fine."""
     (x, y), _, _ = tiny_data
-    for optimizer, refused in ((keras.optimizers.Nadam, True), (keras.optimizers.legacy.Nadam, False)):
-        with mirrored_strategy.scope():
-            imp = kl.IMP(rounds=1, prune_rate=0.5)
-            model = imp.wrap(small_mlp(0))
-            model.compile(optimizer(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        epochs = imp.epochs(per_round=1)
-        callbacks = imp.callbacks(verbose=0, resume_dir=str(tmp_path / optimizer.__module__))
-        if refused:
-            with pytest.raises(ValueError, match="legacy.Nadam"):
-                model.fit(x, y, batch_size=40, epochs=epochs, callbacks=callbacks, verbose=0)
-            assert int(model.optimizer.iterations.numpy()) == 0
-        else:
-            model.fit(x, y, batch_size=40, epochs=epochs, callbacks=callbacks, verbose=0)
-            assert len(imp.history) == 2
+    check_nadam_resume_refused(x, y, str(tmp_path), mirrored_strategy)

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import imp_job
-from conftest import compile_model, small_mlp
+from conftest import check_nadam_resume_refused, compile_model, small_mlp
 
 import keras_lottery as kl
 from keras_lottery import masks as masks_lib
@@ -501,16 +501,4 @@ def test_resumable_run_with_nadam_is_refused_on_one_device(tiny_data, tmp_path):
         model.fit(x[:80], y[:80], batch_size=40, epochs=2, shuffle=False, verbose=0)
         weights.append(model.get_weights())
     assert any(not np.array_equal(a, b) for a, b in zip(*weights))
-    for optimizer, refused in ((keras.optimizers.Nadam, True), (keras.optimizers.legacy.Nadam, False)):
-        imp = kl.IMP(rounds=1, prune_rate=0.5)
-        model = imp.wrap(small_mlp(0))
-        model.compile(optimizer(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        epochs = imp.epochs(per_round=1)
-        callbacks = imp.callbacks(verbose=0, resume_dir=str(tmp_path / optimizer.__module__))
-        if refused:
-            with pytest.raises(ValueError, match="legacy.Nadam"):
-                model.fit(x, y, batch_size=40, epochs=epochs, callbacks=callbacks, verbose=0)
-            assert int(model.optimizer.iterations.numpy()) == 0
-        else:
-            model.fit(x, y, batch_size=40, epochs=epochs, callbacks=callbacks, verbose=0)
-            assert len(imp.history) == 2
+    check_nadam_resume_refused(x, y, str(tmp_path))
