@@ -88,8 +88,7 @@ def layer_prunable_weights(layer):
     if type(layer) is keras.layers.DepthwiseConv2D:
         return [layer.depthwise_kernel]
     if type(layer) is keras.layers.MultiHeadAttention:
-        parts = (layer._query_dense, layer._key_dense, layer._value_dense, layer._output_dense)
-        return [part.kernel for part in parts if hasattr(part, "kernel")]
+        return _attention_kernels(layer)
     registry = prune_registry.PruneRegistry
     if not is_prunable(layer):
         return []
@@ -242,8 +241,13 @@ class PrunableMultiHeadAttention(keras.layers.MultiHeadAttention, tfmot.sparsity
     def get_prunable_weights(self):
         if not hasattr(self._query_dense, "kernel"):
             _build_attention(self, self.name)
-        return [self._query_dense.kernel, self._key_dense.kernel, self._value_dense.kernel,
-                self._output_dense.kernel]
+        return _attention_kernels(self)
+
+
+def _attention_kernels(layer):
+    """A MultiHeadAttention's query, key, value and output kernels (those built)."""
+    parts = (layer._query_dense, layer._key_dense, layer._value_dense, layer._output_dense)
+    return [part.kernel for part in parts if hasattr(part, "kernel")]
 
 
 # plain tf_keras class -> the prunable subclass `wrap_model` copies it as
