@@ -28,7 +28,12 @@ from keras_lottery.rewind import (
     reset_optimizer,
 )
 from keras_lottery.schedule import IMPSchedule, parse_rewind
-from keras_lottery.wrap import bypass_wrapper_ops, output_layers, pruned_layers, require_imp_callbacks
+from keras_lottery.wrap import (
+    bypass_wrapper_ops,
+    pruned_layers,
+    rates_with_output_layers,
+    require_imp_callbacks,
+)
 
 __all__ = ["IMPCallback", "RoundResult", "enforce_masks"]
 
@@ -361,9 +366,8 @@ class IMPCallback(keras.callbacks.Callback):
         # from the model actually fit: one IMP may have wrapped several models
         if self._block_exempt_for is not None:
             self.block_exempt = sorted(self._block_exempt_for(self.model))
-        if self.output_layer_rate is not None:
-            for wrapper in output_layers(self.model):
-                self.layer_rates.setdefault(wrapper.layer.name, self.output_layer_rate)
+        self.layer_rates = rates_with_output_layers(self.model, self.layer_rates,
+                                                    self.output_layer_rate)
         layers = {w.layer_name for w in masks_lib.prunable_weights(self.model)}
         unknown = set(self.layer_rates) - layers
         if unknown:

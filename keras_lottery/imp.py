@@ -12,7 +12,13 @@ from keras_lottery._keras import keras
 from keras_lottery.callback import IMPCallback
 from keras_lottery.convergence import make_criterion
 from keras_lottery.schedule import IMPSchedule, parse_rewind
-from keras_lottery.wrap import output_layers, pruned_layers, require_imp_callbacks, wrap_model
+from keras_lottery.wrap import (
+    output_layers,
+    pruned_layers,
+    rates_with_output_layers,
+    require_imp_callbacks,
+    wrap_model,
+)
 
 import tensorflow_model_optimization as tfmot
 
@@ -158,11 +164,7 @@ class IMP:
         Returns:
           dict layer name -> per-round rate.
         """
-        rates = dict(self.layer_rates)
-        if self.output_layer_rate is not None:
-            for wrapper in output_layers(model):
-                rates.setdefault(wrapper.layer.name, self.output_layer_rate)
-        return rates
+        return rates_with_output_layers(model, self.layer_rates, self.output_layer_rate)
 
     @property
     def chunk_steps(self):

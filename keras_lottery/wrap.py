@@ -25,6 +25,7 @@ __all__ = [
     "iter_layers",
     "layer_prunable_weights",
     "pruned_layers",
+    "rates_with_output_layers",
     "wrap_model",
     "strip_model",
     "bypass_wrapper_ops",
@@ -407,6 +408,26 @@ def _with_dense_gradient(table):
         return tf.convert_to_tensor(upstream)
 
     return tf.identity(table), grad
+
+
+def rates_with_output_layers(model, layer_rates, output_layer_rate):
+    """`layer_rates` plus `output_layer_rate` for every layer of `output_layers(model)`.
+
+    An explicit `layer_rates` entry wins; `layer_rates` itself is not changed.
+
+    Args:
+      model: a wrapped model.
+      layer_rates: dict layer name -> per-round rate.
+      output_layer_rate: the output layers' rate, or None (no entries added).
+
+    Returns:
+      A new dict layer name -> per-round rate.
+    """
+    rates = dict(layer_rates)
+    if output_layer_rate is not None:
+        for wrapper in output_layers(model):
+            rates.setdefault(wrapper.layer.name, output_layer_rate)
+    return rates
 
 
 def output_layers(model):
