@@ -19,7 +19,13 @@ import tensorflow as tf
 
 from keras_lottery import report as report_lib
 from keras_lottery._keras import check_tf_keras_model, keras
-from keras_lottery.wrap import is_prunable, layer_prunable_weights, pruned_layers, strip_model
+from keras_lottery.wrap import (
+    is_prunable,
+    iter_layers,
+    layer_prunable_weights,
+    pruned_layers,
+    strip_model,
+)
 
 logger = logging.getLogger("keras_lottery")
 
@@ -51,13 +57,8 @@ class ExportError(OSError, ValueError):
 
 
 def _plain_layers(model):
-    stack = list(model.layers)
-    while stack:
-        layer = stack.pop(0)
-        if isinstance(layer, keras.Model):
-            stack[:0] = list(layer.layers)
-        else:
-            yield layer
+    """The layers of `model` and of its nested models, in order, the nested models left out."""
+    return [layer for layer in iter_layers(model) if not isinstance(layer, keras.Model)]
 
 
 def prunable_kernels(model):
