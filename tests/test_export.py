@@ -158,6 +158,28 @@ def test_a_killed_folder_write_is_cleaned_up_by_the_next(tmp_path):
     assert os.listdir(target) == ["new"]
 
 
+def test_a_failed_write_removes_only_the_folders_it_made(tmp_path):
+    """The writers create missing folders above the target and remove them again,
+    deepest first, when the write fails; a folder something else wrote into stays."""
+    from keras_lottery.export import formats
+
+    def fail(tmp):
+        raise RuntimeError("write failed")
+
+    for write_atomically in (formats.write_file_atomically, formats.write_dir_atomically):
+        with pytest.raises(RuntimeError, match="write failed"):
+            write_atomically(tmp_path / "a" / "b" / "out", fail)
+        assert os.listdir(tmp_path) == []
+
+    def fail_after_a_sibling(tmp):
+        (tmp_path / "a" / "sibling").write_text("kept")
+        raise RuntimeError("write failed")
+
+    with pytest.raises(RuntimeError, match="write failed"):
+        formats.write_file_atomically(tmp_path / "a" / "b" / "out", fail_after_a_sibling)
+    assert os.listdir(tmp_path / "a") == ["sibling"]
+
+
 def tflite_weights(content):
     """2-D constant tensors of a (non-sparse) TFLite model, keyed by shape (transposed)."""
     interp = tf.lite.Interpreter(model_content=content)
