@@ -165,6 +165,19 @@ def without_training_state(model):
 # -- atomic file and folder writing ------------------------------------------------
 
 
+def _missing_folders(path):
+    """The folders above `path` that do not exist yet (deepest first), and the nearest that does.
+
+    The nearest existing entry may be a file (`check_out_path` refuses it).
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    missing = []
+    while not os.path.exists(folder) and os.path.dirname(folder) != folder:
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    return missing, folder
+
+
 def check_out_path(path):
     """`path` as a string; refuses an empty path, or a file where a folder above it goes.
 
@@ -174,9 +187,7 @@ def check_out_path(path):
     path = os.fspath(path)
     if not path:
         raise ValueError("The output path is empty: name a file or folder to write.")
-    folder = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(folder) and os.path.dirname(folder) != folder:
-        folder = os.path.dirname(folder)  # the nearest one that exists
+    _, folder = _missing_folders(path)
     if not os.path.isdir(folder):
         raise ValueError(f"Cannot write {path}: {folder} is a file, not a folder.")
     return path
@@ -189,11 +200,7 @@ def _folders_for(path):
     A failed export leaves no empty folders behind (only the ones it made,
     and only while they are still empty).
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    missing = []
-    while not os.path.exists(folder) and os.path.dirname(folder) != folder:
-        missing.append(folder)
-        folder = os.path.dirname(folder)
+    missing, _ = _missing_folders(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
         yield
