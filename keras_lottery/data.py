@@ -9,6 +9,7 @@ carves a validation set off the end of the training set.
 
 import dataclasses
 import gzip
+import hashlib
 import logging
 import os
 import re
@@ -31,6 +32,7 @@ __all__ = [
     "split_validation",
     "check_finite",
     "check_labelled",
+    "data_fingerprint",
 ]
 
 logger = logging.getLogger("keras_lottery")
@@ -529,3 +531,13 @@ def load(name, split="train", batch_size=32, data_dir=None, source="auto", downl
     logger.info("%s[%s]: %s examples from %s", name, split,
                 "?" if info.num_examples is None else info.num_examples, info.source)
     return (ds, info) if with_info else ds
+
+
+def data_fingerprint(*arrays):
+    """SHA-256 of the arrays' dtypes, shapes and bytes: a resumed run must train on the same data."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()

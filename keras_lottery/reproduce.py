@@ -491,8 +491,7 @@ def run(plan, out, data_dir=None, fresh=False, progress="none", verbose=True):
       ValueError: from `load_data`, or for a rerun whose checkpoints were
         made with other settings (pass fresh=True or another `out`).
     """
-    from keras_lottery import experiment, models, report
-    from keras_lottery.cli.run import data_fingerprint
+    from keras_lottery import data, experiment, models, report
     from keras_lottery.lr_schedule import WarmupStepDecay
 
     started = time.perf_counter()
@@ -504,7 +503,7 @@ def run(plan, out, data_dir=None, fresh=False, progress="none", verbose=True):
     num_classes = int(max(train[1].max(), val[1].max(), test[1].max())) + 1
     steps_per_epoch = -(-len(train[0]) // plan.batch_size)
     epochs = max(1, math.ceil(plan.training_steps / steps_per_epoch))
-    fingerprint = data_fingerprint(*train, *val, *test)
+    fingerprint = data.data_fingerprint(*train, *val, *test)
     build = models.MODELS[plan.model]
     summaries = {}
     for series in plan.series:

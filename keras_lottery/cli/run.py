@@ -1,6 +1,5 @@
 """`keras-lottery run`: an IMP search on a built-in model and local dataset."""
 
-import hashlib
 import logging
 import math
 import os
@@ -244,18 +243,6 @@ def load_data(args):
     return train, val, test
 
 
-def data_fingerprint(*arrays):
-    """SHA-256 of the arrays' dtypes, shapes and bytes: a resumed run must train on the same data."""
-    import numpy as np
-
-    digest = hashlib.sha256()
-    for array in arrays:
-        array = np.ascontiguousarray(array)
-        digest.update(f"{array.dtype.str}{array.shape}".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
-
-
 def _check_resume(resume_dir, config):
     """Refuses, before training, a --resume whose checkpoint has other settings."""
     from keras_lottery import resume
@@ -357,7 +344,7 @@ def print_result(args, summary, started, trained):
 
 def run_seeds(args):
     """--seeds N: IMP and its controls for every seed, then the summary."""
-    from keras_lottery import experiment, models
+    from keras_lottery import data, experiment, models
 
     started = time.perf_counter()
     kinds = parse_controls(args.controls)
@@ -382,7 +369,7 @@ def run_seeds(args):
 
     config = run_config(args)
     config["steps_per_execution"] = steps_per_execution(args)
-    config["data_sha256"] = data_fingerprint(*train, *val, *test)
+    config["data_sha256"] = data.data_fingerprint(*train, *val, *test)
     logger.info("IMP: %s on %s, %d rounds x %d epochs, seeds %s, controls %s -> %s",
                 args.model, args.dataset, args.rounds + 1, args.epochs_per_round, list(seeds),
                 ",".join(kinds) or "none", args.out)
@@ -419,7 +406,7 @@ def run(args):
     if args.seeds is not None:
         return run_seeds(args)
     import keras_lottery as kl
-    from keras_lottery import experiment, report, resume
+    from keras_lottery import data, experiment, report, resume
     from keras_lottery._keras import keras
     from keras_lottery.ticket import ticket_paths
 
@@ -435,7 +422,7 @@ def run(args):
         epochs = imp.fit_kwargs(steps_per_round=args.epochs_per_round * -(-len(x) // args.batch_size))["epochs"]
     config = run_config(args)
     config["steps_per_execution"] = steps_per_execution(args)
-    config["data_sha256"] = data_fingerprint(x, y, *val, *test)
+    config["data_sha256"] = data.data_fingerprint(x, y, *val, *test)
     resume_dir = os.path.join(args.out, "resume")
     masks_dir = os.path.join(args.out, "ticket_masks")
     for name in report.remove_stale_temporaries(args.out):  # a killed run's half-written files
