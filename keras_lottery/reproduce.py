@@ -539,8 +539,8 @@ def run(plan, out, data_dir=None, fresh=False, progress="none", verbose=True):
     rows = compare(plan, summaries)
     result = {"name": plan.name, "budget": plan.budget, "dataset": plan.dataset,
               "plan": plan.get_config(), "steps_per_round": epochs * steps_per_epoch,
-              "epochs_per_round": epochs, "input_shape": list(train[0].shape[1:]), "examples": {"train": len(train[0]), "val": len(val[0]),
-                                                       "test": len(test[0])},
+              "epochs_per_round": epochs, "input_shape": list(train[0].shape[1:]),
+              "examples": {"train": len(train[0]), "val": len(val[0]), "test": len(test[0])},
               "series": summaries, "comparison": rows, "seconds": time.perf_counter() - started}
     report.write_json(os.path.join(out, "summary.json"), result)
     report.write_csv(os.path.join(out, "comparison.csv"), rows)
