@@ -7,7 +7,6 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 
-from keras_lottery import masks as masks_lib
 from keras_lottery.callback import enforce_masks
 from keras_lottery.guard import SparsityGuard
 from keras_lottery.models import compile_classifier
@@ -70,8 +69,8 @@ def train_copy(model, x, y, steps, seed, batch_size=128, compile_fn=None, start_
     if pruned_layers(copy):
         # as in IMPCallback: kernels masked once, the optimizer's constraint
         # re-applies the masks after every step, tfmot's per-step ops bypassed
-        masks_lib.apply_masks(copy)
-        enforce_masks(copy)  # a legacy optimizer's Embedding gets a dense gradient
+        # (and a legacy optimizer's Embedding gets a dense gradient)
+        enforce_masks(copy)
         extra = [tfmot.sparsity.keras.UpdatePruningStep()] + extra
         if check_sparsity:
             copy.sparsity_guard = SparsityGuard(every=1 if check_sparsity is True else check_sparsity)
