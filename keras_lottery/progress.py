@@ -262,9 +262,8 @@ class RoundProgress(keras.callbacks.Callback):
         per_epoch = self.params.get("steps") if self.params else None
         # the callback's own round: with round_end="converged" rounds end at any epoch
         rnd = self.imp_callback.round
-        per_round = (self.imp_callback.round_epochs(rnd) if hasattr(self.imp_callback, "round_epochs")
-                     else self.imp_callback.epochs_per_round)
-        in_round = self._epoch - getattr(self.imp_callback, "round_first_epoch", rnd * per_round)
+        per_round = self.imp_callback.round_epochs(rnd)
+        in_round = self._epoch - self.imp_callback.round_first_epoch
         step = batch + 1
         done = (self._epoch - (self._first_epoch or 0)) * (per_epoch or 0) + step
         parts = [f"{self.label:>7}", f"round {rnd}/{self._rounds}",
@@ -301,16 +300,11 @@ class RoundProgress(keras.callbacks.Callback):
         """
         cb = self.imp_callback
         history = cb.history
-        if len(history) > self._rows_seen:
-            row = history[-1]
-            row = row.to_dict() if hasattr(row, "to_dict") else dict(row)
-            rnd, in_round = row["round"], row["epochs"]
+        if len(history) > self._rows_seen:  # RoundResult rows (also a resumed history)
+            rnd, in_round = history[-1].round, history[-1].epochs
         else:
-            rnd = cb.round
-            first = getattr(cb, "round_first_epoch", rnd * cb.epochs_per_round)
-            in_round = epoch - first + 1
-        budget = cb.round_epochs(rnd) if hasattr(cb, "round_epochs") else cb.epochs_per_round
-        return rnd, in_round, budget
+            rnd, in_round = cb.round, epoch - cb.round_first_epoch + 1
+        return rnd, in_round, cb.round_epochs(rnd)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.mode == "epoch":
