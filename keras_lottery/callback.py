@@ -412,14 +412,13 @@ class IMPCallback(keras.callbacks.Callback):
             enforce_masks(self.model)
         else:
             masks_lib.attach_mask_constraints(self.model)
-        if (not self.bypass_wrapper_ops and is_legacy_optimizer(self.model.optimizer)
-                and _has_embedding(self.model)):
-            raise ValueError(
-                "A legacy optimizer (keras.optimizers.legacy.*) cannot keep an "
-                "Embedding's pruned rows at zero with bypass_wrapper_ops = False: it "
-                "refuses the mask constraint on a sparse update. Leave "
-                "IMPCallback.bypass_wrapper_ops True (the default), or use the "
-                "current optimizer of the same name (keras.optimizers.*).")
+            if is_legacy_optimizer(self.model.optimizer) and _has_embedding(self.model):
+                raise ValueError(
+                    "A legacy optimizer (keras.optimizers.legacy.*) cannot keep an "
+                    "Embedding's pruned rows at zero with bypass_wrapper_ops = False: it "
+                    "refuses the mask constraint on a sparse update. Leave "
+                    "IMPCallback.bypass_wrapper_ops True (the default), or use the "
+                    "current optimizer of the same name (keras.optimizers.*).")
         require_imp_callbacks(self.model, active=True)
         self._checked_fresh_masks = False
         self.theta0 = WeightSnapshot.capture(self.model, step=0)
